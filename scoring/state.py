@@ -1,0 +1,342 @@
+"""Per-member state: everything scoring needs about one member, and nothing else.
+
+A :class:`MemberState` is a plain slotted object, mutated in place by
+:mod:`scoring.activity` and the engine, and stored by the caller (a Faust table)
+through :meth:`MemberState.to_dict` / :meth:`MemberState.from_dict`, an exact
+JSON round trip. Instants are float epoch seconds (event time).
+
+Decayed activity is one flat list, ``len(KINDS) * 3`` long: for each kind its
+short, engagement and long half-life sums, all referred to ``decay_ref``.
+
+>>> s = MemberState("m-1", 1_700_000_000.0)
+>>> s.remember(0x1234)
+>>> s.seen(0x1234), s.seen(0x9999)
+(True, False)
+>>> MemberState.from_dict(s.to_dict()).to_dict() == s.to_dict()
+True
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Any
+
+__all__ = [
+    "KINDS",
+    "HALF_LIVES",
+    "FORMAT_VERSION",
+    "Ticket",
+    "Snapshot",
+    "MemberState",
+]
+
+#: Interaction kinds with their own decayed activity. ``intent`` is the purchase
+#: funnel (quotes, applications), ``product`` the product-explaining content
+#: (guides, calculators) that signals intent; both also feed the features.
+KINDS: tuple[str, ...] = (
+    "content",
+    "social",
+    "quiz_live",
+    "points",
+    "referrals",
+    "reviews",
+    "intent",
+    "product",
+)
+#: Number of half-lives per kind: short, engagement, long.
+HALF_LIVES = 3
+FORMAT_VERSION = 1
+
+_MAX_COMMUNITIES = 16
+_MAX_OPEN_CLAIMS = 16
+
+
+class Ticket:
+    """One open delayed label of a snapshot: when it expires and what was predicted.
+
+    ``served`` is the probability published at snapshot time (prior or model);
+    ``champion`` and ``challenger`` are what the two learners said then, kept to
+    compare them once the label arrives. ``version`` names what served.
+    """
+
+    __slots__ = ("deadline", "served", "champion", "challenger", "version")
+
+    def __init__(
+        self, deadline: float, served: float, champion: float, challenger: float, version: str
+    ) -> None:
+        self.deadline = deadline
+        self.served = served
+        self.champion = champion
+        self.challenger = challenger
+        self.version = version
+
+    def to_list(self) -> list[Any]:
+        return [self.deadline, self.served, self.champion, self.challenger, self.version]
+
+    @classmethod
+    def from_list(cls, data: list[Any]) -> Ticket:
+        return cls(float(data[0]), float(data[1]), float(data[2]), float(data[3]), str(data[4]))
+
+
+class Snapshot:
+    """A member's feature vector at ``at``, waiting for its churn and conversion labels."""
+
+    __slots__ = ("at", "features", "churn", "conversion")
+
+    def __init__(
+        self,
+        at: float,
+        features: array[float],
+        churn: Ticket | None,
+        conversion: Ticket | None,
+    ) -> None:
+        self.at = at
+        self.features = features
+        self.churn = churn
+        self.conversion = conversion
+
+    @property
+    def is_open(self) -> bool:
+        """Whether a label is still awaited."""
+        return self.churn is not None or self.conversion is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "features": self.features.tolist(),
+            "churn": None if self.churn is None else self.churn.to_list(),
+            "conversion": None if self.conversion is None else self.conversion.to_list(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Snapshot:
+        churn, conversion = data.get("churn"), data.get("conversion")
+        return cls(
+            float(data["at"]),
+            array("d", data["features"]),
+            None if churn is None else Ticket.from_list(churn),
+            None if conversion is None else Ticket.from_list(conversion),
+        )
+
+
+# Fields copied as they are by to_dict/from_dict (None, bool, int, float, str).
+_PLAIN: tuple[str, ...] = (
+    "member_id",
+    "community_id",
+    "communities_left",
+    "first_seen_at",
+    "joined_at",
+    "last_event_at",
+    "last_activity_at",
+    "event_count",
+    "activity_count",
+    "decay_ref",
+    "points_earned",
+    "points_redeemed",
+    "referrals_sent",
+    "referrals_converted",
+    "purchases",
+    "renewals",
+    "cancellations",
+    "lapses",
+    "last_purchase_at",
+    "last_policy_end_at",
+    "quotes",
+    "applications",
+    "last_quote_at",
+    "last_application_at",
+    "claims_filed",
+    "claims_paid",
+    "claims_partial",
+    "claims_denied",
+    "last_claim_at",
+    "last_claim_denied_at",
+    "last_nps",
+    "last_csat",
+    "last_survey_at",
+    "reviews",
+    "review_rating_sum",
+    "last_review_rating",
+    "consent_marketing",
+    "stage",
+    "stage_since",
+    "silence_done_days",
+    "last_snapshot_at",
+    "last_conversion_snapshot_at",
+    "engagement_bin",
+    "engagement_binned_at",
+    "last_scored_at",
+    "last_churn",
+    "last_risk",
+)
+
+
+class MemberState:
+    """What the engine knows about one member; see the module docstring."""
+
+    __slots__ = (
+        *_PLAIN,
+        "communities",
+        "decayed",
+        "active_days",
+        "channels",
+        "policies",
+        "open_claims",
+        "pending",
+        "recent_ids",
+    )
+
+    def __init__(self, member_id: str, first_seen_at: float) -> None:
+        self.member_id = member_id
+        self.community_id: str | None = None
+        self.communities: list[str] = []
+        self.communities_left = 0
+        self.first_seen_at = first_seen_at
+        self.joined_at: float | None = None
+        self.last_event_at = first_seen_at
+        self.last_activity_at: float | None = None
+        self.event_count = 0
+        self.activity_count = 0
+        # Decayed activity: len(KINDS) x (short, engagement, long), referred to decay_ref.
+        self.decay_ref = first_seen_at
+        self.decayed: list[float] = [0.0] * (len(KINDS) * HALF_LIVES)
+        # Distinct event-time days (epoch day numbers) with activity, recent ones only.
+        self.active_days: array[int] = array("l")
+        self.channels: dict[str, int] = {}
+        self.points_earned = 0.0
+        self.points_redeemed = 0.0
+        self.referrals_sent = 0
+        self.referrals_converted = 0
+        # Active policies: policy_id -> (product_line, annual premium, since).
+        self.policies: dict[str, tuple[str, float, float]] = {}
+        self.purchases = 0
+        self.renewals = 0
+        self.cancellations = 0
+        self.lapses = 0
+        self.last_purchase_at: float | None = None
+        self.last_policy_end_at: float | None = None
+        self.quotes = 0
+        self.applications = 0
+        self.last_quote_at: float | None = None
+        self.last_application_at: float | None = None
+        self.claims_filed = 0
+        self.claims_paid = 0
+        self.claims_partial = 0
+        self.claims_denied = 0
+        self.open_claims: list[str] = []
+        self.last_claim_at: float | None = None
+        self.last_claim_denied_at: float | None = None
+        self.last_nps: int | None = None
+        self.last_csat: int | None = None
+        self.last_survey_at: float | None = None
+        self.reviews = 0
+        self.review_rating_sum = 0
+        self.last_review_rating: int | None = None
+        self.consent_marketing = True
+        # Lifecycle: "" until the first event has been applied.
+        self.stage = ""
+        self.stage_since = first_seen_at
+        # Silence: the largest timer boundary (days) already handled since the last activity.
+        self.silence_done_days = 0.0
+        self.last_snapshot_at: float | None = None
+        self.last_conversion_snapshot_at: float | None = None
+        self.pending: list[Snapshot] = []
+        # Population histogram bookkeeping (see scoring.engagement).
+        self.engagement_bin = -1
+        self.engagement_binned_at = first_seen_at
+        self.last_scored_at: float | None = None
+        self.last_churn: float | None = None
+        self.last_risk = ""
+        # Idempotency: 64-bit digests of the most recently applied event ids, oldest first.
+        self.recent_ids: array[int] = array("Q")
+
+    # -- idempotency ------------------------------------------------------------------
+
+    def seen(self, digest: int) -> bool:
+        """Whether an event with this id digest was applied recently."""
+        return digest in self.recent_ids
+
+    def remember(self, digest: int, capacity: int = 64) -> None:
+        """Record an applied event id digest in the bounded ring."""
+        ids = self.recent_ids
+        if len(ids) >= capacity:
+            del ids[: len(ids) - capacity + 1]
+        ids.append(digest)
+
+    # -- derived ----------------------------------------------------------------------
+
+    @property
+    def active_policies(self) -> int:
+        """Number of policies in force."""
+        return len(self.policies)
+
+    @property
+    def annual_premium(self) -> float:
+        """Sum of the annual premiums of the policies in force."""
+        return sum(p[1] for p in self.policies.values())
+
+    def add_community(self, community_id: str) -> None:
+        """Remember a community the member takes part in (bounded, first seen first)."""
+        self.community_id = community_id
+        if community_id not in self.communities:
+            self.communities.append(community_id)
+            if len(self.communities) > _MAX_COMMUNITIES:
+                del self.communities[0]
+
+    def open_claim(self, claim_id: str) -> None:
+        """Track an open claim (bounded)."""
+        if claim_id not in self.open_claims:
+            self.open_claims.append(claim_id)
+            if len(self.open_claims) > _MAX_OPEN_CLAIMS:
+                del self.open_claims[0]
+
+    # -- serialisation ----------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict; :meth:`from_dict` restores an equal state."""
+        data: dict[str, Any] = {name: getattr(self, name) for name in _PLAIN}
+        data["v"] = FORMAT_VERSION
+        data["communities"] = list(self.communities)
+        data["decayed"] = list(self.decayed)
+        data["active_days"] = self.active_days.tolist()
+        data["channels"] = dict(self.channels)
+        data["policies"] = {k: list(v) for k, v in self.policies.items()}
+        data["open_claims"] = list(self.open_claims)
+        data["pending"] = [s.to_dict() for s in self.pending]
+        data["recent_ids"] = self.recent_ids.tolist()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MemberState:
+        """Rebuild a state from :meth:`to_dict` output; absent fields keep their defaults."""
+        state = cls(str(data["member_id"]), float(data["first_seen_at"]))
+        for name in _PLAIN:
+            if name in data:
+                setattr(state, name, data[name])
+        state.communities = list(data.get("communities", ()))
+        decayed = [float(v) for v in data.get("decayed", ())]
+        if len(decayed) == len(state.decayed):
+            state.decayed = decayed
+        state.active_days = array("l", data.get("active_days", ()))
+        state.channels = {str(k): int(v) for k, v in data.get("channels", {}).items()}
+        state.policies = {
+            str(k): (str(v[0]), float(v[1]), float(v[2]))
+            for k, v in data.get("policies", {}).items()
+        }
+        state.open_claims = list(data.get("open_claims", ()))
+        state.pending = [Snapshot.from_dict(s) for s in data.get("pending", ())]
+        state.recent_ids = array("Q", data.get("recent_ids", ()))
+        return state
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MemberState):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"MemberState({self.member_id!r}, stage={self.stage!r}, "
+            f"events={self.event_count}, policies={len(self.policies)})"
+        )

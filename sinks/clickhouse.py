@@ -1,0 +1,258 @@
+"""The ClickHouse sink: batched, retried, de-duplicated inserts that never block the loop.
+
+Implements the contract in :mod:`sinks.base`. Inserts run in a worker thread;
+the asyncio loop keeps consuming while a batch is written, up to
+``max_backlog_rows`` (then :meth:`ClickHouseSink.wait_capacity` applies
+back-pressure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+from sinks.base import Ack, NullObserver, Row, SinkObserver, columns_of
+from sinks.errors import FlushFailed, SinkError
+from sinks.migrations import TABLES
+
+__all__ = ["connect", "ClickHouseSink", "EventIdIndex"]
+
+log = logging.getLogger(__name__)
+
+
+def connect(url: str, database: str | None, data_dir: Path, *, readonly: bool = False) -> Client:
+    """A clickhouse-connect client: a server over HTTP(S) if ``url``, else chDB in ``data_dir``.
+
+    chDB hosts one engine per process: clients on the same path share it.
+    """
+    settings: dict[str, Any] = {"readonly": 1} if readonly else {}
+    try:
+        if url:
+            return clickhouse_connect.get_client(dsn=url, database=database, settings=settings)
+        path = data_dir / "clickhouse"
+        path.mkdir(parents=True, exist_ok=True)
+        return clickhouse_connect.get_client(dsn=f"chdb://{path}", settings=settings)
+    except Exception as exc:
+        where = url.split("@")[-1] if url else f"chDB at {data_dir / 'clickhouse'}"
+        raise SinkError(f"cannot open ClickHouse ({where}): {exc}") from exc
+
+
+@dataclass
+class _Batch:
+    rows: dict[str, list[Row]] = field(default_factory=dict)
+    acks: list[Ack] = field(default_factory=list)
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created: float = field(default_factory=time.monotonic)
+    done_tables: set[str] = field(default_factory=set)
+    attempts: int = 0
+
+    @property
+    def size(self) -> int:
+        return sum(len(r) for r in self.rows.values())
+
+
+class ClickHouseSink:
+    """Buffers rows per table and flushes them as one batch, in :data:`TABLES` order."""
+
+    def __init__(
+        self,
+        client: Client,
+        database: str,
+        *,
+        batch_rows: int = 5000,
+        flush_seconds: float = 1.0,
+        max_backlog_rows: int = 50_000,
+        retry_max_seconds: float = 30.0,
+        observer: SinkObserver | None = None,
+    ) -> None:
+        self.client = client
+        self.database = database
+        self.batch_rows = batch_rows
+        self.flush_seconds = flush_seconds
+        self.max_backlog_rows = max_backlog_rows
+        self.retry_max_seconds = retry_max_seconds
+        self.observer: SinkObserver = observer or NullObserver()
+        self._open = _Batch()
+        self._inflight: _Batch | None = None
+        self._lock = asyncio.Lock()
+        self._capacity = asyncio.Event()
+        self._capacity.set()
+        self._wake = asyncio.Event()
+        self.last_error: FlushFailed | None = None
+        self.flushes = 0
+
+    # --- adding ----------------------------------------------------------------
+    def add(self, table: str, rows: Iterable[Row], ack: Ack | None = None) -> None:
+        """Buffer ``rows`` for ``table``; ``ack`` fires once they (and all before) are stored."""
+        if table not in TABLES:
+            raise SinkError(f"unknown table {table!r}")
+        batch = self._open
+        batch.rows.setdefault(table, []).extend(rows)
+        if ack is not None:
+            batch.acks.append(ack)
+        self._after_add()
+
+    def add_ack(self, ack: Ack) -> None:
+        """An acknowledgement with no rows: it still waits for every earlier row."""
+        self._open.acks.append(ack)
+        self._after_add()
+
+    def _after_add(self) -> None:
+        backlog = self.backlog_rows
+        self.observer.backlog(backlog)
+        if backlog >= self.max_backlog_rows:
+            self._capacity.clear()
+        if self._open.size >= self.batch_rows:
+            self._wake.set()
+
+    @property
+    def backlog_rows(self) -> int:
+        return self._open.size + (self._inflight.size if self._inflight else 0)
+
+    @property
+    def pending_acks(self) -> int:
+        return len(self._open.acks) + (len(self._inflight.acks) if self._inflight else 0)
+
+    async def wait_capacity(self) -> None:
+        """Back-pressure: return once the backlog is below ``max_backlog_rows``."""
+        await self._capacity.wait()
+
+    def due(self) -> bool:
+        batch = self._open
+        if not batch.acks and not batch.size:
+            return False
+        return batch.size >= self.batch_rows or (
+            time.monotonic() - batch.created >= self.flush_seconds
+        )
+
+    # --- flushing --------------------------------------------------------------
+    async def flush(self) -> int:
+        """Write the in-flight batch (cutting a new one if none); raise FlushFailed on error.
+
+        Returns the number of acknowledgements fired.
+        """
+        async with self._lock:
+            if self._inflight is None:
+                if not self._open.size and not self._open.acks:
+                    return 0
+                self._inflight, self._open = self._open, _Batch()
+            batch = self._inflight
+            batch.attempts += 1
+            if batch.attempts > 1:
+                self.observer.retried()
+            started = time.perf_counter()
+            await asyncio.to_thread(self._write, batch)
+            self.observer.flush_duration(time.perf_counter() - started)
+            self._inflight = None
+            self.flushes += 1
+            self.last_error = None
+            for ack in batch.acks:
+                ack()
+            self.observer.backlog(self.backlog_rows)
+            if self.backlog_rows < self.max_backlog_rows:
+                self._capacity.set()
+            return len(batch.acks)
+
+    def _write(self, batch: _Batch) -> None:
+        """Insert each table's rows once; a retry skips tables already written."""
+        for table in TABLES:
+            rows = batch.rows.get(table)
+            if not rows or table in batch.done_tables:
+                continue
+            columns = columns_of(rows)
+            data = [[row[c] for c in columns] for row in rows]
+            try:
+                self.client.insert(
+                    f"{self.database}.{table}",
+                    data,
+                    column_names=columns,
+                    settings={"insert_deduplication_token": f"{batch.token}-{table}"},
+                )
+            except Exception as exc:
+                self.observer.failed(table, exc)
+                delay = min(self.retry_max_seconds, 0.2 * 2 ** min(batch.attempts, 8))
+                raise FlushFailed(table, exc, delay) from exc
+            batch.done_tables.add(table)
+            self.observer.flushed(table, len(rows))
+
+    async def run(self) -> None:
+        """Flush when a batch is due; on failure back off and retry the same batch forever."""
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.flush_seconds / 4)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if self._inflight is None and not self.due():
+                continue
+            try:
+                await self.flush()
+            except FlushFailed as exc:
+                self.last_error = exc
+                log.warning("%s; retrying in %.1fs", exc, exc.retry_after)
+                await asyncio.sleep(exc.retry_after)
+
+    async def drain(self, timeout: float = 30.0) -> bool:
+        """Flush everything buffered, retrying until ``timeout``; True if nothing is left."""
+        deadline = time.monotonic() + timeout
+        while self._inflight is not None or self._open.size or self._open.acks:
+            try:
+                await self.flush()
+            except FlushFailed as exc:
+                self.last_error = exc
+                if time.monotonic() + exc.retry_after > deadline:
+                    return False
+                await asyncio.sleep(exc.retry_after)
+        return True
+
+
+class EventIdIndex:
+    """Which event ids are already stored: a bounded in-memory set backed by ``events``.
+
+    Ids are remembered when their rows are buffered, so a duplicate inside the
+    not-yet-flushed batch is caught too; older ids are found in ClickHouse
+    (``events`` has a bloom-filter index on ``event_id``).
+    """
+
+    def __init__(self, client: Client, database: str, capacity: int = 500_000) -> None:
+        self.client = client
+        self.database = database
+        self.capacity = capacity
+        self._recent: OrderedDict[str, None] = OrderedDict()
+
+    def remember(self, event_ids: Iterable[str]) -> None:
+        recent = self._recent
+        for event_id in event_ids:
+            recent[event_id] = None
+        while len(recent) > self.capacity:
+            recent.popitem(last=False)
+
+    def _stored(self, event_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(event_ids), 2000):
+            chunk = event_ids[start : start + 2000]
+            result = self.client.query(
+                f"SELECT toString(event_id) FROM {self.database}.events "
+                "WHERE event_id IN {ids:Array(UUID)}",
+                parameters={"ids": chunk},
+            )
+            found.update(row[0] for row in result.result_rows)
+        return found
+
+    async def seen(self, event_ids: list[str]) -> set[str]:
+        """The subset of ``event_ids`` already stored or buffered."""
+        known = {e for e in event_ids if e in self._recent}
+        unknown = [e for e in event_ids if e not in known]
+        if unknown:
+            known |= await asyncio.to_thread(self._stored, unknown)
+        return known

@@ -1,0 +1,28 @@
+"""Errors of the ClickHouse sink."""
+
+from __future__ import annotations
+
+from schemas.errors import PulseError
+
+__all__ = ["SinkError", "MigrationError", "FlushFailed"]
+
+
+class SinkError(PulseError):
+    """ClickHouse could not be reached or refused a statement."""
+
+
+class MigrationError(SinkError):
+    """A schema migration failed; Pulse does not start on a half-migrated database."""
+
+
+class FlushFailed(SinkError):
+    """A batch could not be inserted; it is kept and retried, and no offset is committed.
+
+    ``retry_after`` is the back-off, in seconds, before the next attempt.
+    """
+
+    def __init__(self, table: str, cause: BaseException, retry_after: float) -> None:
+        super().__init__(f"insert into {table} failed ({type(cause).__name__}): {cause}")
+        self.table = table
+        self.cause = cause
+        self.retry_after = retry_after

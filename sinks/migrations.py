@@ -1,0 +1,321 @@
+"""Versioned, idempotent ClickHouse migrations, applied at start-up.
+
+Each migration has a version and a list of statements; ``{db}`` stands for the
+database. Applied versions are recorded in ``{db}.schema_migrations``; a
+migration runs once, in order, and every statement is itself idempotent
+(``IF NOT EXISTS``), so a crash half-way through is repaired by the next start.
+Add a migration at the end; never edit one that has shipped.
+
+Member ids in every table are pseudonyms (see :mod:`sinks.privacy`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from sinks.errors import MigrationError
+
+__all__ = ["Migration", "MIGRATIONS", "apply_migrations", "TABLES"]
+
+
+class _Commands(Protocol):
+    def command(self, cmd: str) -> object: ...
+    def query(self, query: str) -> object: ...
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+_TS = "DateTime64(3, 'UTC')"
+
+_FOUNDATION = Migration(
+    1,
+    "events and failed events",
+    (
+        f"""
+        CREATE TABLE IF NOT EXISTS {{db}}.events (
+            event_id UUID,
+            event_type LowCardinality(String),
+            occurred_at {_TS},
+            member_id String COMMENT 'pseudonym: HMAC-SHA256 of the member id',
+            community_id LowCardinality(String),
+            channel LowCardinality(String),
+            schema_version LowCardinality(String),
+            product_line LowCardinality(String) COMMENT 'purchase events, else empty',
+            amount Float64 COMMENT 'premium, claim amount or points, by event type',
+            properties String COMMENT 'typed properties as JSON (no free text)',
+            source_topic LowCardinality(String),
+            source_partition UInt16,
+            source_offset UInt64,
+            ingested_at {_TS},
+            INDEX idx_event_id event_id TYPE bloom_filter(0.001) GRANULARITY 1,
+            INDEX idx_member member_id TYPE bloom_filter(0.01) GRANULARITY 4
+        ) ENGINE = ReplacingMergeTree
+        PARTITION BY toYYYYMM(occurred_at)
+        ORDER BY (event_type, occurred_at, event_id)
+        SETTINGS non_replicated_deduplication_window = 1000
+        """,
+        f"""
+        CREATE TABLE IF NOT EXISTS {{db}}.failed_events (
+            failed_at {_TS},
+            source_topic LowCardinality(String),
+            source_partition UInt16,
+            source_offset UInt64,
+            reason LowCardinality(String),
+            error_class LowCardinality(String),
+            detail String COMMENT 'what is wrong, never the values',
+            event_type LowCardinality(String) COMMENT 'if it could be read',
+            payload_bytes UInt32,
+            payload_sha256 String,
+            key_pseudonym String
+        ) ENGINE = ReplacingMergeTree
+        ORDER BY (source_topic, source_partition, source_offset, payload_sha256)
+        SETTINGS non_replicated_deduplication_window = 1000
+        """,
+    ),
+)
+
+_SCORE_COLUMNS = f"""
+            member_id String,
+            scored_at {_TS},
+            trigger LowCardinality(String),
+            engagement_score Float32,
+            engagement_tier LowCardinality(String),
+            churn_probability Float32,
+            churn_risk LowCardinality(String),
+            churn_model LowCardinality(String),
+            conversion_probability Nullable(Float32),
+            lifecycle_stage LowCardinality(String),
+            top_drivers Array(Tuple(feature String, contribution Float32)),
+            model_version LowCardinality(String),
+            last_event_at {_TS},
+            community_id LowCardinality(String),
+            annual_premium Float64,
+            active_policies UInt16,
+            version UInt64 COMMENT 'orders a member''s records: event time in microseconds'
+"""
+
+_SCORING = Migration(
+    2,
+    "scores, lifecycle, model quality, state checkpoints",
+    (
+        f"""
+        CREATE TABLE IF NOT EXISTS {{db}}.member_scores ({_SCORE_COLUMNS})
+        ENGINE = ReplacingMergeTree(version)
+        ORDER BY member_id
+        SETTINGS non_replicated_deduplication_window = 1000
+        """,
+        f"""
+        CREATE TABLE IF NOT EXISTS {{db}}.score_history ({_SCORE_COLUMNS})
+        ENGINE = MergeTree
+        PARTITION BY toYYYYMM(scored_at)
+        ORDER BY (member_id, scored_at)
+        SETTINGS non_replicated_deduplication_window = 1000
+        """,
+        f"""
+        CREATE TABLE IF NOT EXISTS {{db}}.lifecycle_transitions (
+            member_id String,
+            at {_TS},
+            from_stage LowCardinality(String),
+            to_stage LowCardinality(String),
+            cause_event_type LowCardinality(String),
+            community_id LowCardinality(String)
+        ) ENGINE = ReplacingMergeTree
+        ORDER BY (member_id, at, to_stage)
+        SETTINGS non_replicated_deduplication_window = 1000
+        """,
+        f"""
+        CREATE TABLE IF NOT EXISTS {{db}}.model_metrics (
+            model LowCardinality(String),
+            model_version LowCardinality(String),
+            at {_TS},
+            labels_seen UInt64,
+            roc_auc Nullable(Float64),
+            log_loss Nullable(Float64),
+            calibration_error Nullable(Float64),
+            positive_rate Nullable(Float64),
+            drift_detected UInt8,
+            promoted UInt8
+        ) ENGINE = ReplacingMergeTree
+        ORDER BY (model, at, model_version)
+        SETTINGS non_replicated_deduplication_window = 1000
+        """,
+        f"""
+        CREATE TABLE IF NOT EXISTS {{db}}.member_state (
+            member_id String COMMENT 'pseudonym',
+            source_partition UInt16,
+            version UInt64,
+            state String COMMENT 'AES-GCM sealed JSON of the member state'
+        ) ENGINE = ReplacingMergeTree(version)
+        ORDER BY member_id
+        SETTINGS non_replicated_deduplication_window = 1000
+        """,
+        f"""
+        CREATE TABLE IF NOT EXISTS {{db}}.model_checkpoints (
+            at {_TS},
+            saved_at {_TS},
+            version UInt64,
+            blob String
+        ) ENGINE = MergeTree
+        ORDER BY version
+        """,
+    ),
+)
+
+_ALERTS = Migration(
+    3,
+    "alerts",
+    (
+        f"""
+        CREATE TABLE IF NOT EXISTS {{db}}.alerts (
+            alert_id String COMMENT 'deterministic: rule, subject, episode and status',
+            rule LowCardinality(String),
+            severity LowCardinality(String),
+            status LowCardinality(String) COMMENT 'fired or resolved',
+            subject_type LowCardinality(String) COMMENT 'member or community',
+            subject_id String COMMENT 'member pseudonym or community id',
+            value Float64,
+            threshold Float64,
+            raised_at {_TS} COMMENT 'event time',
+            context String COMMENT 'JSON',
+            emitted_at {_TS}
+        ) ENGINE = ReplacingMergeTree
+        ORDER BY (rule, subject_id, raised_at, alert_id)
+        SETTINGS non_replicated_deduplication_window = 1000
+        """,
+    ),
+)
+
+_BI_VIEWS = Migration(
+    4,
+    "BI views",
+    (
+        """
+        CREATE VIEW IF NOT EXISTS {db}.community_daily_health AS
+        SELECT e.day AS day, e.community_id AS community_id,
+               e.active_members AS active_members, e.events AS events,
+               s.avg_engagement_score AS avg_engagement_score
+        FROM (
+            SELECT toDate(occurred_at) AS day, community_id,
+                   uniqExact(member_id) AS active_members, count() AS events
+            FROM {db}.events WHERE community_id != '' GROUP BY day, community_id
+        ) AS e
+        LEFT JOIN (
+            SELECT toDate(scored_at) AS day, community_id,
+                   avg(engagement_score) AS avg_engagement_score
+            FROM {db}.score_history WHERE community_id != '' GROUP BY day, community_id
+        ) AS s ON e.day = s.day AND e.community_id = s.community_id
+        """,
+        """
+        CREATE VIEW IF NOT EXISTS {db}.lifecycle_funnel AS
+        SELECT stage, count() AS members FROM (
+            SELECT member_id, argMax(lifecycle_stage, version) AS stage
+            FROM {db}.member_scores GROUP BY member_id
+        ) GROUP BY stage
+        """,
+        """
+        CREATE VIEW IF NOT EXISTS {db}.cohort_retention AS
+        SELECT cohort_month, months_since_join,
+               uniqExact(member_id) AS active_members,
+               any(cohort_size) AS cohort_size,
+               round(active_members / cohort_size, 4) AS retention
+        FROM (
+            SELECT a.member_id AS member_id, c.cohort_month AS cohort_month,
+                   c.cohort_size AS cohort_size,
+                   dateDiff('month', c.cohort_month, toStartOfMonth(a.occurred_at))
+                       AS months_since_join
+            FROM {db}.events AS a
+            INNER JOIN (
+                SELECT member_id, cohort_month, count() OVER (PARTITION BY cohort_month)
+                    AS cohort_size
+                FROM (SELECT member_id, toStartOfMonth(min(occurred_at)) AS cohort_month
+                      FROM {db}.events GROUP BY member_id)
+            ) AS c ON a.member_id = c.member_id
+        ) GROUP BY cohort_month, months_since_join
+        """,
+        """
+        CREATE VIEW IF NOT EXISTS {db}.nps_csat AS
+        SELECT toStartOfWeek(occurred_at) AS week, community_id,
+               countIf(JSONHas(properties, 'nps') AND JSONExtractInt(properties, 'nps') >= 0)
+                   AS nps_responses,
+               round(100 * (countIf(JSONExtractInt(properties, 'nps') >= 9
+                                    AND JSONHas(properties, 'nps'))
+                      - countIf(JSONExtractInt(properties, 'nps') <= 6
+                                AND JSONHas(properties, 'nps')))
+                     / greatest(nps_responses, 1), 1) AS nps,
+               countIf(JSONExtractInt(properties, 'csat') > 0) AS csat_responses,
+               round(avgIf(JSONExtractInt(properties, 'csat'),
+                           JSONExtractInt(properties, 'csat') > 0), 2) AS csat
+        FROM {db}.events WHERE event_type = 'survey_answered'
+        GROUP BY week, community_id
+        """,
+        """
+        CREATE VIEW IF NOT EXISTS {db}.channel_contribution AS
+        SELECT channel,
+               count() AS events,
+               uniqExact(member_id) AS members,
+               countIf(event_type IN ('policy_purchased', 'policy_renewed')) AS purchases,
+               sumIf(amount, event_type IN ('policy_purchased', 'policy_renewed')) AS premium,
+               countIf(event_type IN ('referral_sent', 'referral_converted', 'content_shared'))
+                   AS word_of_mouth
+        FROM {db}.events GROUP BY channel
+        """,
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_FOUNDATION, _SCORING, _ALERTS, _BI_VIEWS)
+
+#: Tables Pulse writes, in the order a batch is flushed: state before the
+#: records derived from it, and ``events`` (the de-duplication record) last.
+TABLES: tuple[str, ...] = (
+    "member_state",
+    "model_checkpoints",
+    "member_scores",
+    "score_history",
+    "lifecycle_transitions",
+    "model_metrics",
+    "alerts",
+    "failed_events",
+    "events",
+)
+
+
+def apply_migrations(client: _Commands, database: str) -> list[int]:
+    """Create the database and apply missing migrations; return the versions applied."""
+    try:
+        client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+        client.command(
+            f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations "
+            f"(version UInt32, name String, applied_at {_TS} DEFAULT now64(3)) "
+            "ENGINE = ReplacingMergeTree ORDER BY version"
+        )
+        done = {
+            int(row[0])
+            for row in client.query(  # type: ignore[attr-defined]
+                f"SELECT version FROM {database}.schema_migrations"
+            ).result_rows
+        }
+    except Exception as exc:
+        raise MigrationError(f"cannot prepare database {database}: {exc}") from exc
+    applied = []
+    for migration in MIGRATIONS:
+        if migration.version in done:
+            continue
+        for statement in migration.statements:
+            try:
+                client.command(statement.format(db=database))
+            except Exception as exc:
+                raise MigrationError(
+                    f"migration {migration.version} ({migration.name}) failed: {exc}"
+                ) from exc
+        client.command(
+            f"INSERT INTO {database}.schema_migrations (version, name) "
+            f"VALUES ({migration.version}, '{migration.name}')"
+        )
+        applied.append(migration.version)
+    return applied

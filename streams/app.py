@@ -1,0 +1,106 @@
+"""The Faust application: topics, the ingest agent, and the tasks around it.
+
+One agent reads both input topics (they are co-partitioned, keyed by
+``member_id``), so all of a member's events meet in one stream. The agent
+takes batches with ``noack_take``: Faust does not acknowledge anything by
+itself; the pipeline acknowledges a batch only after its rows are stored in
+ClickHouse, and Faust commits the offsets that have been acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import faust
+from faust.types import EventT
+
+from streams.config import Settings
+from streams.pipeline import Inbound, Pipeline
+
+__all__ = ["PulseApp", "INPUT_STREAMS", "OUTPUT_TOPICS"]
+
+log = logging.getLogger(__name__)
+
+INPUT_STREAMS = ("interactions", "purchases")
+OUTPUT_TOPICS = ("scores", "alerts", "dead-letter")
+
+
+def _inbound(event: EventT) -> Inbound:
+    message = event.message
+    value = event.value if isinstance(event.value, bytes | bytearray) else message.value
+    return Inbound(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=bytes(value or b""),
+        timestamp=message.timestamp,
+        ack=event.ack,
+    )
+
+
+class PulseApp:
+    """The Faust app of one worker, wired to a :class:`Pipeline` built at start-up."""
+
+    def __init__(self, settings: Settings, bootstrap: str, take_max: int = 1000) -> None:
+        self.settings = settings
+        self.pipeline: Pipeline | None = None
+        self.on_started: list[Callable[[], Any]] = []
+        self.app = faust.App(
+            settings.app_id,
+            broker=f"kafka://{bootstrap}",
+            store=settings.store,
+            datadir=str(settings.data_path / "faust"),
+            web_enabled=False,
+            topic_partitions=settings.partitions,
+            topic_replication_factor=1,
+            topic_disable_leader=True,
+            broker_rebalance_timeout=settings.rebalance_timeout_seconds,
+            broker_session_timeout=max(6.0, settings.rebalance_timeout_seconds),
+            broker_heartbeat_interval=1.0,
+            broker_commit_interval=0.5,
+            broker_commit_every=1000,
+            consumer_auto_offset_reset="earliest",
+            stream_wait_empty=True,
+            producer_acks=-1,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self.input_topics = [settings.topic(name) for name in INPUT_STREAMS]
+        self.source = self.app.topic(*self.input_topics, key_type=bytes, value_type=bytes)
+        self.dead_letter = self.app.topic(settings.topic("dead-letter"), internal=False)
+        self.scores = self.app.topic(settings.topic("scores"), internal=False)
+        self.alerts = self.app.topic(settings.topic("alerts"), internal=False)
+        self._take_max = take_max
+        self.app.agent(self.source, name="pulse.ingest")(self._ingest)
+        self.app.task(self._run_sink)
+        self.app.timer(2.0)(self._report_commits)
+
+    async def _ingest(self, stream: Any) -> None:
+        async for events in stream.noack_take(self._take_max, within=0.2):
+            pipeline = self.pipeline
+            if pipeline is None:  # pragma: no cover - set before the worker starts
+                raise RuntimeError("PulseApp.pipeline must be set before the worker starts")
+            await pipeline.handle([_inbound(e) for e in events])
+
+    async def _run_sink(self) -> None:
+        assert self.pipeline is not None
+        await self.pipeline.sink.run()
+
+    async def _report_commits(self) -> None:
+        """Export the committed offsets Faust holds (they move only after rows are stored)."""
+        if self.pipeline is None:
+            return
+        committed = getattr(self.app.consumer, "_committed_offset", {})
+        gauge = self.pipeline.metrics.committed_offset
+        for tp, offset in list(committed.items()):
+            if offset is not None:
+                gauge.labels(tp.topic, str(tp.partition)).set(offset)
+
+    async def publish_dead_letter(
+        self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> Any:
+        """Send a rejected message to the dead-letter topic; the result resolves on delivery."""
+        return await self.dead_letter.send(key=key, value=value, headers=headers)

