@@ -87,6 +87,7 @@ CHURN_EVENT_TYPES: frozenset[str] = frozenset({"policy_cancelled", "policy_lapse
 PURCHASE_EVENT_TYPES: frozenset[str] = frozenset({"policy_purchased"})
 
 _ACTIVE_DAYS_KEPT = 64
+_MONTH = 30.4375 * DAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +101,8 @@ class Applied:
     silence_before_days: float | None
     """Silence that this activity ended (None when not activity or no earlier activity)."""
     last_policy_ended: bool
-    """A cancellation or lapse left the member without any active policy."""
+    """A cancellation or lapse left the member without any active policy (the event
+    itself proves a policy existed, even one bought before the events began)."""
 
 
 def event_type_of(event: EventBase) -> str:
@@ -114,10 +116,17 @@ def event_digest(event: EventBase) -> int:
     return (value >> 64) ^ (value & 0xFFFF_FFFF_FFFF_FFFF)
 
 
+def _expiry(at: float, term_months: int) -> float:
+    """End of a term that starts at ``at``, plus a grace of a quarter of it (30 days at most)."""
+    term = term_months * _MONTH
+    return at + term + min(30.0 * DAY, 0.25 * term)
+
+
 def _policy(state: MemberState, props: Any, at: float, renewal: bool) -> None:
     pid = str(props.policy_id)
     since = state.policies[pid][2] if renewal and pid in state.policies else at
-    state.policies[pid] = (str(props.product_line), float(props.premium), since)
+    expires = _expiry(at, int(props.term_months))
+    state.policies[pid] = (str(props.product_line), float(props.premium), since, expires)
     if renewal:
         state.renewals += 1
     else:
@@ -127,7 +136,9 @@ def _policy(state: MemberState, props: Any, at: float, renewal: bool) -> None:
 
 
 def _policy_end(state: MemberState, props: Any, at: float, lapse: bool) -> None:
-    state.policies.pop(str(props.policy_id), None)
+    pid = str(props.policy_id)
+    state.policies.pop(pid, None)
+    state.end_policy(pid)
     if lapse:
         state.lapses += 1
     else:
@@ -141,6 +152,7 @@ def _later(current: float | None, at: float) -> float:
 
 
 def _claim_settled(state: MemberState, props: Any, at: float) -> None:
+    _known_policy(state, props, at)
     claim_id = str(props.claim_id)
     if claim_id in state.open_claims:
         state.open_claims.remove(claim_id)
@@ -149,9 +161,10 @@ def _claim_settled(state: MemberState, props: Any, at: float) -> None:
         state.claims_paid += 1
     elif outcome == "partially_paid":
         state.claims_partial += 1
+        state.last_bad_claim_at = _later(state.last_bad_claim_at, at)
     else:
         state.claims_denied += 1
-        state.last_claim_denied_at = _later(state.last_claim_denied_at, at)
+        state.last_bad_claim_at = _later(state.last_bad_claim_at, at)
 
 
 def _survey(state: MemberState, props: Any, at: float) -> None:
@@ -196,6 +209,13 @@ def _inc(name: str, amount: Callable[[Any], float] | None = None) -> _Handler:
     return handler
 
 
+def _redeem(state: MemberState, props: Any, at: float) -> None:
+    state.points_redeemed += float(props.points)
+    if state.last_redeem_at is None or at >= state.last_redeem_at:
+        state.last_redeem_at = at
+        state.last_redeem_points = float(props.points)
+
+
 def _quote(state: MemberState, props: Any, at: float) -> None:
     state.quotes += 1
     state.last_quote_at = _later(state.last_quote_at, at)
@@ -206,7 +226,15 @@ def _application(state: MemberState, props: Any, at: float) -> None:
     state.last_application_at = _later(state.last_application_at, at)
 
 
+def _known_policy(state: MemberState, props: Any, at: float) -> None:
+    """A claim proves a policy in force, even one bought before the events began."""
+    pid = str(props.policy_id)
+    if pid not in state.policies and pid not in state.ended_policies:
+        state.policies[pid] = (str(props.product_line), 0.0, at, _expiry(at, 12))
+
+
 def _claim_filed(state: MemberState, props: Any, at: float) -> None:
+    _known_policy(state, props, at)
     state.claims_filed += 1
     state.open_claim(str(props.claim_id))
     state.last_claim_at = _later(state.last_claim_at, at)
@@ -220,7 +248,7 @@ def _joined(state: MemberState, props: Any, at: float) -> None:
 _HANDLERS: dict[str, _Handler] = {
     "member_joined": _joined,
     "points_earned": _inc("points_earned", lambda p: float(p.points)),
-    "points_redeemed": _inc("points_redeemed", lambda p: float(p.points)),
+    "points_redeemed": _redeem,
     "referral_sent": _inc("referrals_sent"),
     "referral_converted": _inc("referrals_converted"),
     "review_posted": _review,
@@ -262,7 +290,7 @@ def apply_event(
     """Apply one event to ``state`` (the caller has already checked idempotency)."""
     event_type = event_type_of(event)
     at = to_ts(event.occurred_at)
-    props = getattr(event, "properties", None)
+    props: Any = getattr(event, "properties", None)
     state.event_count += 1
     if at > state.last_event_at:
         state.last_event_at = at
@@ -276,8 +304,8 @@ def apply_event(
     channel = str(event.channel)
     state.channels[channel] = state.channels.get(channel, 0) + 1
 
-    had_policy = bool(state.policies)
     _HANDLERS.get(event_type, _noop)(state, props, at)
+    state.expire_policies(state.last_event_at)
 
     is_activity = event_type in ACTIVITY_TYPES
     is_latest = False
@@ -308,5 +336,5 @@ def apply_event(
         is_activity=is_activity,
         is_latest_activity=is_latest,
         silence_before_days=silence_before,
-        last_policy_ended=had_policy and not state.policies and event_type in CHURN_EVENT_TYPES,
+        last_policy_ended=event_type in CHURN_EVENT_TYPES and not state.policies,
     )

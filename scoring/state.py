@@ -52,30 +52,29 @@ _MAX_OPEN_CLAIMS = 16
 
 
 class Ticket:
-    """One open delayed label of a snapshot: when it expires and what was predicted.
+    """One open delayed label of a snapshot: until when it may arrive, and what was served.
 
-    ``served`` is the probability published at snapshot time (prior or model);
-    ``champion`` and ``challenger`` are what the two learners said then, kept to
-    compare them once the label arrives. ``version`` names what served.
+    ``served`` is the probability published at snapshot time (prior or model),
+    ``version`` what produced it; validation scores ``served`` once the label arrives.
+    ``active`` records that the member was active after the snapshot (a churn ticket
+    then settles as retained at its deadline, unless a cancellation comes first).
     """
 
-    __slots__ = ("deadline", "served", "champion", "challenger", "version")
+    __slots__ = ("deadline", "served", "version", "active")
 
-    def __init__(
-        self, deadline: float, served: float, champion: float, challenger: float, version: str
-    ) -> None:
+    def __init__(self, deadline: float, served: float, version: str, active: bool = False) -> None:
         self.deadline = deadline
         self.served = served
-        self.champion = champion
-        self.challenger = challenger
         self.version = version
+        self.active = active
 
     def to_list(self) -> list[Any]:
-        return [self.deadline, self.served, self.champion, self.challenger, self.version]
+        return [self.deadline, self.served, self.version, self.active]
 
     @classmethod
     def from_list(cls, data: list[Any]) -> Ticket:
-        return cls(float(data[0]), float(data[1]), float(data[2]), float(data[3]), str(data[4]))
+        active = bool(data[3]) if len(data) > 3 else False
+        return cls(float(data[0]), float(data[1]), str(data[2]), active)
 
 
 class Snapshot:
@@ -150,7 +149,9 @@ _PLAIN: tuple[str, ...] = (
     "claims_partial",
     "claims_denied",
     "last_claim_at",
-    "last_claim_denied_at",
+    "last_bad_claim_at",
+    "last_redeem_at",
+    "last_redeem_points",
     "last_nps",
     "last_csat",
     "last_survey_at",
@@ -182,6 +183,7 @@ class MemberState:
         "channels",
         "policies",
         "open_claims",
+        "ended_policies",
         "pending",
         "recent_ids",
     )
@@ -207,8 +209,10 @@ class MemberState:
         self.points_redeemed = 0.0
         self.referrals_sent = 0
         self.referrals_converted = 0
-        # Active policies: policy_id -> (product_line, annual premium, since).
-        self.policies: dict[str, tuple[str, float, float]] = {}
+        # Active policies: policy_id -> (product_line, annual premium, since, expires).
+        self.policies: dict[str, tuple[str, float, float, float]] = {}
+        # Recently ended policy ids, so a late claim settlement does not revive one.
+        self.ended_policies: list[str] = []
         self.purchases = 0
         self.renewals = 0
         self.cancellations = 0
@@ -225,7 +229,9 @@ class MemberState:
         self.claims_denied = 0
         self.open_claims: list[str] = []
         self.last_claim_at: float | None = None
-        self.last_claim_denied_at: float | None = None
+        self.last_bad_claim_at: float | None = None  # denied or partially paid
+        self.last_redeem_at: float | None = None
+        self.last_redeem_points = 0.0
         self.last_nps: int | None = None
         self.last_csat: int | None = None
         self.last_survey_at: float | None = None
@@ -290,6 +296,18 @@ class MemberState:
             if len(self.open_claims) > _MAX_OPEN_CLAIMS:
                 del self.open_claims[0]
 
+    def expire_policies(self, at: float) -> None:
+        """Drop policies whose term (plus grace) ended by ``at`` without a renewal."""
+        if any(p[3] <= at for p in self.policies.values()):
+            self.policies = {k: p for k, p in self.policies.items() if p[3] > at}
+
+    def end_policy(self, policy_id: str) -> None:
+        """Remember an ended policy (bounded)."""
+        if policy_id not in self.ended_policies:
+            self.ended_policies.append(policy_id)
+            if len(self.ended_policies) > _MAX_OPEN_CLAIMS:
+                del self.ended_policies[0]
+
     # -- serialisation ----------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -302,6 +320,7 @@ class MemberState:
         data["channels"] = dict(self.channels)
         data["policies"] = {k: list(v) for k, v in self.policies.items()}
         data["open_claims"] = list(self.open_claims)
+        data["ended_policies"] = list(self.ended_policies)
         data["pending"] = [s.to_dict() for s in self.pending]
         data["recent_ids"] = self.recent_ids.tolist()
         return data
@@ -320,10 +339,11 @@ class MemberState:
         state.active_days = array("l", data.get("active_days", ()))
         state.channels = {str(k): int(v) for k, v in data.get("channels", {}).items()}
         state.policies = {
-            str(k): (str(v[0]), float(v[1]), float(v[2]))
+            str(k): (str(v[0]), float(v[1]), float(v[2]), float(v[3]))
             for k, v in data.get("policies", {}).items()
         }
         state.open_claims = list(data.get("open_claims", ()))
+        state.ended_policies = list(data.get("ended_policies", ()))
         state.pending = [Snapshot.from_dict(s) for s in data.get("pending", ())]
         state.recent_ids = array("Q", data.get("recent_ids", ()))
         return state

@@ -224,8 +224,15 @@ class EventIdIndex:
     (``events`` has a bloom-filter index on ``event_id``).
     """
 
-    def __init__(self, client: Client, database: str, capacity: int = 500_000) -> None:
+    def __init__(
+        self,
+        client: Client,
+        database: str,
+        capacity: int = 500_000,
+        retry_max_seconds: float = 5.0,
+    ) -> None:
         self.client = client
+        self.retry_max_seconds = retry_max_seconds
         self.database = database
         self.capacity = capacity
         self._recent: OrderedDict[str, None] = OrderedDict()
@@ -253,6 +260,16 @@ class EventIdIndex:
         """The subset of ``event_ids`` already stored or buffered."""
         known = {e for e in event_ids if e in self._recent}
         unknown = [e for e in event_ids if e not in known]
-        if unknown:
-            known |= await asyncio.to_thread(self._stored, unknown)
+        attempt = 0
+        while unknown:
+            try:
+                return known | await asyncio.to_thread(self._stored, unknown)
+            except Exception as exc:  # ClickHouse away: hold the stream, retry
+                attempt += 1
+                delay = min(self.retry_max_seconds, 0.2 * 2 ** min(attempt, 8))
+                log.warning(
+                    "event-id lookup failed (%s: %s); retrying in %.1fs",
+                    type(exc).__name__, str(exc).splitlines()[0][:160], delay,
+                )
+                await asyncio.sleep(delay)
         return known

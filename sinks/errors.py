@@ -22,7 +22,8 @@ class FlushFailed(SinkError):
     """
 
     def __init__(self, table: str, cause: BaseException, retry_after: float) -> None:
-        super().__init__(f"insert into {table} failed ({type(cause).__name__}): {cause}")
+        first_line = str(cause).splitlines()[0][:200] if str(cause) else ""
+        super().__init__(f"insert into {table} failed ({type(cause).__name__}): {first_line}")
         self.table = table
         self.cause = cause
         self.retry_after = retry_after

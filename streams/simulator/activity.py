@@ -57,7 +57,8 @@ class _Clock:
             text = self._dates[day] = (_EPOCH + timedelta(days=day)).isoformat()
         hour, rest = divmod(second, HOUR)
         minute, sec = divmod(rest, 60)
-        suffix = "+08:00" if offset else "+00:00"
+        sign, shift = ("-", -offset) if offset < 0 else ("+", offset)
+        suffix = f"{sign}{shift // HOUR:02d}:{shift % HOUR // 60:02d}"
         return f"{text}T{hour:02d}:{minute:02d}:{sec:02d}{suffix}"
 
 
@@ -66,7 +67,7 @@ class _Member:
 
     __slots__ = (
         "plan", "index", "rate", "first", "stop", "back", "offset", "home", "topics",
-        "checkin", "live", "live_weekday", "fresh_until", "seq", "posts",
+        "checkin", "live", "live_weekday", "fresh_until", "seq", "posts", "tone",
     )  # fmt: skip
 
     def __init__(self, plan: MemberPlan, start: int, end: int) -> None:
@@ -85,6 +86,7 @@ class _Member:
         self.fresh_until = -1 if plan.pre_existing else plan.joined_ts + 14 * DAY
         self.seq = 1000
         self.posts = 0
+        self.tone = min(2.0, exp(0.45 * plan.satisfaction))  # satisfied members speak up
 
 
 class _Generator:
@@ -107,7 +109,7 @@ class _Generator:
         if rand() < 0.12:
             community = r.choice(self.others) if rand() < 0.7 else None
         length = 0.35 + 0.65 * decay  # shorter sessions when drifting away
-        active = length * decay  # and active contributions fade faster than reading
+        active = length * decay * m.tone  # contributions fade faster than reading
         idx = m.index
 
         def emit(event_type: str, props: dict[str, Any]) -> None:
@@ -126,7 +128,7 @@ class _Generator:
             else:
                 kind = CONTENT_TYPES[int(rand() * 5)]
                 content = f"{kind[:3]}-{topic}-{r.randrange(400):04d}"
-            dwell = DWELL_SECONDS[kind] * r.lognormvariate(0.0, 0.6) * length
+            dwell = DWELL_SECONDS[kind] * r.lognormvariate(0.0, 0.45) * (0.2 + 0.8 * decay)
             emit("content_viewed", {"content_id": content, "content_type": kind,
                                     "dwell_seconds": round(dwell, 1)})  # fmt: skip
         for _ in range(_poisson(rand, arch.reactions * active)):
@@ -176,7 +178,7 @@ class _Generator:
         intent = None
         for since, until, line in plan.intent:
             if since <= mid < until:
-                intent, lam = line, lam * 1.6
+                intent, lam = line, lam * 1.3
                 break
         low = max(day_start, m.first)
         if m.back is not None and day_start <= m.back < day_start + DAY:

@@ -95,7 +95,7 @@ class MemberPlan:
             return 1.0
         if ts >= self.churn_ts:
             return 0.0
-        return float(((self.churn_ts - ts) / (self.churn_ts - self.onset_ts)) ** 1.3)
+        return float(((self.churn_ts - ts) / (self.churn_ts - self.onset_ts)) ** 3.0)
 
 
 class _Planner:
@@ -123,21 +123,19 @@ class _Planner:
         props: dict[str, Any],
         *,
         channel: str | None = None,
-        community: bool = True,
         tag: str | None = None,
     ) -> None:
         self.order += 1
-        where = plan.community.community_id if community else None
-        plan.milestones.append(
-            (ts, self.order, event_type, props, channel or plan.channel, where, tag)
-        )
+        channel = channel or plan.channel
+        where = plan.community.community_id if channel != "agent" else None
+        plan.milestones.append((ts, self.order, event_type, props, channel, where, tag))
 
     def plan(self, index: int) -> MemberPlan:
         r = self.rng
         arch = r.choices(ARCHETYPES, cum_weights=ARCHETYPE_CUM)[0]
         community = r.choices(self.communities, cum_weights=self.community_cum)[0]
         channel = r.choices(CHANNELS, weights=arch.channel_weights)[0]
-        level = r.lognormvariate(-0.18, 0.6)
+        level = r.lognormvariate(-0.1, 0.45)
         satisfaction = r.gauss(arch.satisfaction, 1.0)
         pre_existing = r.random() < 0.3
         if pre_existing:
@@ -196,8 +194,13 @@ class _Planner:
             renewal = policy.start_ts + 365 * DAY
             if policy.line != "travel" and self.start <= renewal < self.end:
                 premium = round(policy.premium * r.uniform(0.97, 1.12), 2)
-                props = {"policy_id": policy.policy_id, "product_line": policy.line}
-                props |= {"premium": premium, "currency": "CNY", "term_months": 12}
+                props: dict[str, Any] = {"policy_id": policy.policy_id}
+                props |= {
+                    "product_line": policy.line,
+                    "premium": premium,
+                    "currency": "CNY",
+                    "term_months": 12,
+                }
                 self._add(plan, renewal, "policy_renewed", props, tag=policy.policy_id)
 
     def _journey(self, plan: MemberPlan, convert: bool) -> None:
@@ -207,11 +210,11 @@ class _Planner:
         t = max(plan.joined_ts, self.start) + int(r.expovariate(1 / (25 * DAY))) + DAY
         channel = "agent" if r.random() < 0.25 else plan.channel
         low, high = PREMIUM_RANGE[line]
-        ts = t
+        ts = begin = t
         for k in range(1 + (r.random() < 0.5) + (r.random() < 0.2)):
             ts = self._when(t, plan)
             estimate = round(r.uniform(low, high), 2)
-            props = {"quote_id": f"q-{i:06d}-{k}", "product_line": line}
+            props: dict[str, Any] = {"quote_id": f"q-{i:06d}-{k}", "product_line": line}
             props |= {"estimated_premium": estimate, "currency": "CNY"}
             self._add(plan, ts, "quote_requested", props, channel=channel)
             t += r.randrange(DAY, 8 * DAY)
@@ -245,7 +248,7 @@ class _Planner:
                     props["length_chars"] = r.randrange(20, 800)
                     when = self._when(last + r.randrange(10 * DAY, 50 * DAY), plan)
                     self._add(plan, when, "review_posted", props, tag=pid)
-        plan.intent.append((t - 14 * DAY, last, line))
+        plan.intent.append((begin - 14 * DAY, last, line))
 
     def _claims(self, plan: MemberPlan) -> None:
         r = self.rng
@@ -306,7 +309,7 @@ class _Planner:
     # -- churn ---------------------------------------------------------------------
 
     def _hazard(self, plan: MemberPlan, t: int) -> float:
-        h = plan.archetype.hazard * exp(-0.55 * plan.satisfaction) * plan.level**-0.4
+        h = plan.archetype.hazard * exp(-1.0 * plan.satisfaction) * plan.level**-0.8
         if t - plan.joined_ts < 21 * DAY:
             h *= 1.6
         if any(p.start_ts <= t < p.end_ts for p in plan.policies):
@@ -317,7 +320,7 @@ class _Planner:
                     h *= 7.0
                 elif t - settled < 30 * DAY:
                     h *= 2.0
-        return h
+        return float(h)
 
     def _churn(self, plan: MemberPlan) -> None:
         r = self.rng
@@ -331,13 +334,9 @@ class _Planner:
         else:
             return
         onset = plan.onset_ts
-        churn = onset + r.randrange(14 * DAY, 36 * DAY)
+        churn = onset + r.randrange(21 * DAY, 36 * DAY)
         plan.churn_ts = churn
-        active = [
-            p
-            for p in plan.policies
-            if p.line != "travel" and p.start_ts < onset and (p.pre_existing or True)
-        ]
+        active = [p for p in plan.policies if p.line != "travel" and p.start_ts < onset]
         denied = any(o == "denied" and s <= onset for s, o in plan.claims)
         if active:
             cancel = r.random() < (0.7 if plan.archetype.name == "deal_seeker" else 0.55)
@@ -360,10 +359,10 @@ class _Planner:
         if r.random() < (0.15 if active else 0.3):
             reason = r.choice(_LEFT_REASONS)
             self._add(plan, churn, "member_left", {"reason": reason})
-        if r.random() < 0.03:
+        if r.random() < 0.015:
             plan.erased = True
             self._add(plan, churn, "erasure_requested", {"request_id": f"er-{plan.index:06d}"})
-        elif plan.churn_kind == "silent" and r.random() < 0.14:
+        elif plan.churn_kind == "silent" and r.random() < 0.25:
             back = churn + r.randrange(30 * DAY, 80 * DAY)
             if back < self.end:
                 plan.reactivated_ts = self._when(back, plan)
@@ -376,16 +375,22 @@ class _Planner:
             when = max(onset, churn - r.randrange(DAY, 10 * DAY))
             props = {"points": r.randrange(2000, 12000), "reward": r.choice(_REWARDS[:3])}
             self._add(plan, when, "points_redeemed", props)
-        if r.random() < 0.12:  # marketing opt-out while drifting away
+        if r.random() < 0.2:  # marketing opt-out while drifting away
             props = {"marketing": False, "analytics": r.random() < 0.7}
             self._add(plan, onset + r.randrange(churn - onset), "consent_changed", props)
+        if r.random() < 0.2:  # a complaint on the way out
+            subject = "claim_service" if denied else r.choice(("product", "community", "agent"))
+            props = {"rating": r.choice((1, 1, 2, 2, 3)), "subject": subject}
+            when = self._when(onset + r.randrange(churn - onset), plan)
+            self._add(plan, when, "review_posted", props | {"length_chars": r.randrange(20, 900)})
 
     # -- everything else -----------------------------------------------------------
 
     def _every(self, plan: MemberPlan, mean_days: float) -> list[int]:
         if mean_days <= 0:
             return []
-        times, t = [], max(plan.joined_ts, self.start)
+        times: list[int] = []
+        t = max(plan.joined_ts, self.start)
         while True:
             t += int(self.rng.expovariate(1 / mean_days) * DAY) + HOUR
             if t >= self.end:
@@ -403,7 +408,7 @@ class _Planner:
 
     def _extras(self, plan: MemberPlan) -> None:
         r, arch = self.rng, plan.archetype
-        for t in self._every(plan, 38.0):  # NPS invitations
+        for t in self._every(plan, 30.0):  # NPS invitations
             if r.random() < arch.survey * (0.6 if plan.decay(t) < 1 else 1.0):
                 self._add(plan, t, "survey_answered", {"nps": self._nps(plan, t)})
         for t in self._every(plan, arch.redeem_days):
@@ -432,9 +437,9 @@ class _Planner:
             if r.random() < 0.4:
                 back = self._when(t + r.randrange(5 * DAY, 40 * DAY), plan)
                 self._add(plan, back, "consent_changed", {"marketing": True, "analytics": True})
-        if r.random() < 0.2:
+        if r.random() < 0.15:  # holidays: loyal members fall silent for a while too
             t = max(plan.joined_ts, self.start) + r.randrange(self.days * DAY)
-            plan.breaks.append((t, t + r.randrange(5 * DAY, 22 * DAY)))
+            plan.breaks.append((t, t + r.randrange(5 * DAY, 16 * DAY)))
 
     def _finalize(self, plan: MemberPlan) -> None:
         """Drop what cannot happen (after churn, outside the span) and sort by time."""

@@ -1,0 +1,360 @@
+"""``pulse``: the command line of Community Pulse.
+
+    pulse up [--simulate/--no-simulate] [--duration S]   the platform, with a live status
+    pulse worker                                          a worker for production (no simulator)
+    pulse replay FILE.jsonl                               backfill a file through the pipeline
+    pulse query "SQL" [--format table|csv|json]           read-only queries on ClickHouse
+    pulse simulate --members N --days D --seed S [--out FILE]
+    pulse schemas export DIR
+    pulse evaluate --seed 7                               model quality against ground truth
+
+Settings come from ``PULSE_*`` environment variables (see README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from schemas.errors import PulseError
+from streams.config import Settings
+from streams.http import QUERY_FORMATS
+from streams.runtime import Runtime, read_instance
+
+__all__ = ["main"]
+
+log = logging.getLogger("pulse")
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _scorer_factory() -> Any:
+    """The scoring stage, when the scoring package provides it."""
+    try:
+        from streams.scoring import scorer_factory
+    except ImportError:  # pragma: no cover - scoring not installed
+        return None
+    return scorer_factory
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():  # a second Ctrl-C: leave now
+            raise KeyboardInterrupt
+        print("\nstopping: flushing to ClickHouse and committing offsets...", flush=True)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+# --- pulse up / worker ---------------------------------------------------------
+def _status_line(status: dict[str, Any], rate: float) -> str:
+    line = (
+        f"{time.strftime('%H:%M:%S')}  events/s {rate:7.0f}  processed {status['processed']:>9,}"
+        f"  rejected {status['rejected']:>6,}  duplicates {status['duplicates']:>6,}"
+        f"  sink backlog {status['sink_backlog_rows']:>6,} rows"
+    )
+    if "members" in status:
+        line += f"  members {status['members']:>7,}"
+    if status.get("sink_error"):
+        line += f"\n  ! sink: {status['sink_error'][:160]}"
+    return line
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = _settings()
+    if read_instance(settings):
+        print(f"a Pulse worker already runs on {settings.data_path}; stop it first", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    print("starting Pulse: broker, ClickHouse, Faust worker ...", flush=True)
+    runtime = Runtime(settings, scorer=_scorer_factory()).start()
+    try:
+        http = runtime.http.url if runtime.http else "(disabled)"
+        print(
+            f"\n  Kafka       {runtime.bootstrap}"
+            f"{' (embedded Tansu)' if settings.embedded_kafka else ''}\n"
+            f"  ClickHouse  {runtime.status()['clickhouse']}, database {settings.clickhouse_database}"
+            f"\n  metrics     {http}/metrics\n"
+            f'  query       pulse query "SELECT event_type, count() FROM events GROUP BY event_type"'
+            f"\n  stop        Ctrl-C\n",
+            flush=True,
+        )
+        if args.simulate:
+            threading.Thread(
+                target=_simulate_into, args=(runtime, settings, args, stop), daemon=True
+            ).start()
+        deadline = time.monotonic() + args.duration if args.duration else None
+        last_processed, last_time = 0, time.monotonic()
+        while not stop.wait(args.status_every):
+            status = runtime.status()
+            now = time.monotonic()
+            rate = (status["processed"] - last_processed) / max(now - last_time, 1e-6)
+            last_processed, last_time = status["processed"], now
+            if not args.quiet:
+                print(_status_line(status, rate), flush=True)
+            if deadline and now >= deadline:
+                break
+    finally:
+        stop.set()
+        runtime.stop()
+        print(f"stopped. Data kept in {settings.data_path}", flush=True)
+    return 0
+
+
+def _simulate_into(
+    runtime: Runtime, settings: Settings, args: argparse.Namespace, stop: threading.Event
+) -> None:
+    from streams.replay import Publisher
+    from streams.simulator import SimulationConfig, simulate
+
+    config = SimulationConfig(members=args.members, days=args.days, seed=args.seed)
+    print(
+        f"simulating {config.members:,} members over {config.days} days of event time "
+        f"at {args.speed:,.0f}x ...",
+        flush=True,
+    )
+    try:
+        report = Publisher(runtime.bootstrap, settings.topic_prefix).publish_events(
+            simulate(config), speed=args.speed, should_stop=stop.is_set
+        )
+        print(f"simulation published {report.published:,} events", flush=True)
+    except Exception as exc:  # keep the platform up; say what went wrong
+        print(f"simulation stopped: {exc}", file=sys.stderr, flush=True)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    args.simulate = False
+    return cmd_up(args)
+
+
+# --- pulse replay --------------------------------------------------------------
+def cmd_replay(args: argparse.Namespace) -> int:
+    from streams.replay import Publisher, read_lines, wait_until
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"no such file: {path}", file=sys.stderr)
+        return 2
+    settings = _settings()
+    running = read_instance(settings)
+    if running:
+        return _replay_into_running(path, settings, running, args.timeout)
+    started = time.monotonic()
+    with Runtime(settings, scorer=_scorer_factory(), serve_http=False) as runtime:
+        publisher = Publisher(runtime.bootstrap, settings.topic_prefix)
+        report = publisher.publish_lines(
+            read_lines(path), progress=lambda n: print(f"  published {n:,} lines", flush=True)
+        )
+        targets = dict(report.last_offsets)
+        print(f"published {report.published:,} of {report.lines:,} lines; processing ...", flush=True)
+
+        def done() -> bool:
+            acked = runtime.acked_offsets()
+            return all(acked.get(tp, -1) >= offset for tp, offset in targets.items())
+
+        def progress() -> None:
+            if int(time.monotonic() * 5) % 25 == 0:
+                print(f"  processed {runtime.status()['processed']:,}", flush=True)
+
+        wait_until(done, args.timeout, "the pipeline to store every line", on_tick=progress)
+        if runtime.scorer is not None and hasattr(runtime.scorer, "finish"):
+            runtime.scorer.finish(runtime)
+        status = runtime.status()
+    elapsed = time.monotonic() - started
+    stored = status["processed"] - status["rejected"] - status["duplicates"]
+    print(
+        f"replayed {report.lines:,} lines in {elapsed:.1f}s: {stored:,} new events stored, "
+        f"{status['duplicates']:,} duplicates dropped, {status['rejected']:,} rejected "
+        f"to {settings.topic('dead-letter')} and failed_events"
+    )
+    return 0
+
+
+def _replay_into_running(path: Path, settings: Settings, running: dict[str, Any], timeout: float) -> int:
+    """Publish into a running worker's broker and follow its /status until it caught up."""
+    import json
+
+    from streams.replay import Publisher, read_lines, wait_until
+
+    def status() -> dict[str, Any]:
+        with urllib.request.urlopen(f"{running['http']}/status", timeout=5) as response:  # noqa: S310
+            result: dict[str, Any] = json.load(response)
+            return result
+
+    before = status()["processed"]
+    report = Publisher(running["kafka_bootstrap"], settings.topic_prefix).publish_lines(read_lines(path))
+    print(f"published {report.published:,} lines to the running worker (pid {running['pid']})")
+
+    def caught_up() -> bool:
+        s = status()
+        return bool(s["processed"] - before >= report.published and s["sink_pending_acks"] == 0)
+
+    wait_until(caught_up, timeout, "the running worker to store every line", interval=0.5)
+    print("done: every line was processed and stored")
+    return 0
+
+
+# --- pulse query ---------------------------------------------------------------
+def cmd_query(args: argparse.Namespace) -> int:
+    settings = _settings()
+    fmt = QUERY_FORMATS[args.format]
+    running = read_instance(settings)
+    if running and running.get("http"):
+        request = urllib.request.Request(  # noqa: S310 - loopback URL of our own worker
+            f"{running['http']}/query?format={args.format}", data=args.sql.encode(), method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=args.timeout) as response:  # noqa: S310
+                sys.stdout.write(response.read().decode())
+            return 0
+        except urllib.error.HTTPError as exc:
+            print(exc.read().decode().strip(), file=sys.stderr)
+            return 1
+    from sinks.clickhouse import connect
+
+    client = connect(settings.clickhouse_url, None, settings.data_path, readonly=True)
+    try:
+        client.command(f"USE {settings.clickhouse_database}")
+        sys.stdout.write(client.raw_query(args.sql, fmt=fmt).decode())
+    except Exception as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- pulse simulate / schemas / evaluate ----------------------------------------
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from streams.simulator import SimulationConfig, simulate, write_jsonl
+
+    config = SimulationConfig(members=args.members, days=args.days, seed=args.seed)
+    if args.out:
+        started = time.monotonic()
+        counts = write_jsonl(
+            config, Path(args.out), progress=lambda n: print(f"  {n:,} events", flush=True)
+        )
+        print(
+            f"wrote {counts['events']:,} events of {counts['members']:,} members to {args.out} "
+            f"and ground truth to {Path(args.out).with_suffix('.truth.jsonl')} "
+            f"in {time.monotonic() - started:.1f}s"
+        )
+        return 0
+    settings = _settings()
+    running = read_instance(settings)
+    bootstrap = settings.kafka_bootstrap or (running or {}).get("kafka_bootstrap")
+    if not bootstrap:
+        print(
+            "nowhere to publish: set PULSE_KAFKA_BOOTSTRAP, start `pulse up`, or use --out FILE",
+            file=sys.stderr,
+        )
+        return 2
+    from streams.replay import Publisher
+
+    report = Publisher(bootstrap, settings.topic_prefix).publish_events(
+        simulate(config), speed=args.speed
+    )
+    print(f"published {report.published:,} events to {bootstrap}")
+    return 0
+
+
+def cmd_schemas_export(args: argparse.Namespace) -> int:
+    from schemas.export import export_json_schemas
+
+    written = export_json_schemas(Path(args.dir))
+    print(f"wrote {len(written)} JSON Schema files to {args.dir}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from streams.evaluate import run_evaluation
+
+    return run_evaluation(args)
+
+
+# --- parser --------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pulse", description="Community Pulse")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def sim_options(p: argparse.ArgumentParser, members: int, days: int) -> None:
+        p.add_argument("--members", type=int, default=members, help="simulated members")
+        p.add_argument("--days", type=int, default=days, help="days of event time")
+        p.add_argument("--seed", type=int, default=7, help="random seed (reproducible)")
+        p.add_argument(
+            "--speed", type=float, default=20_000.0,
+            help="event-time seconds per wall-clock second (0: as fast as possible)",
+        )
+
+    up = sub.add_parser("up", help="run the platform on embedded defaults")
+    up.add_argument("--simulate", action=argparse.BooleanOptionalAction, default=True)
+    up.add_argument("--duration", type=float, default=0, help="stop after S seconds (0: Ctrl-C)")
+    up.add_argument("--status-every", type=float, default=2.0, help="seconds between status lines")
+    up.add_argument("--quiet", action="store_true", help="no status lines")
+    sim_options(up, 2000, 60)
+    up.set_defaults(func=cmd_up)
+
+    worker = sub.add_parser("worker", help="a worker without simulator (production)")
+    worker.add_argument("--duration", type=float, default=0)
+    worker.add_argument("--status-every", type=float, default=10.0)
+    worker.add_argument("--quiet", action="store_true")
+    worker.set_defaults(func=cmd_worker)
+
+    replay = sub.add_parser("replay", help="publish a JSONL file through the whole pipeline")
+    replay.add_argument("file")
+    replay.add_argument("--timeout", type=float, default=1800, help="seconds to wait at most")
+    replay.set_defaults(func=cmd_replay)
+
+    query = sub.add_parser("query", help="a read-only SQL query on Pulse's ClickHouse")
+    query.add_argument("sql")
+    query.add_argument("--format", choices=sorted(QUERY_FORMATS), default="table")
+    query.add_argument("--timeout", type=float, default=60)
+    query.set_defaults(func=cmd_query)
+
+    simulate = sub.add_parser("simulate", help="a simulated community, to Kafka or to a file")
+    sim_options(simulate, 2000, 120)
+    simulate.add_argument("--out", help="write JSONL (and .truth.jsonl) instead of publishing")
+    simulate.set_defaults(func=cmd_simulate)
+
+    schemas = sub.add_parser("schemas", help="event schemas")
+    schemas_sub = schemas.add_subparsers(dest="schemas_command", required=True)
+    export = schemas_sub.add_parser("export", help="write JSON Schema files for upstream teams")
+    export.add_argument("dir")
+    export.set_defaults(func=cmd_schemas_export)
+
+    evaluate = sub.add_parser("evaluate", help="churn/conversion quality vs ground truth")
+    evaluate.add_argument("--seed", type=int, default=7)
+    evaluate.add_argument("--members", type=int, default=20_000)
+    evaluate.add_argument("--days", type=int, default=180)
+    evaluate.add_argument("--timeout", type=float, default=3600)
+    evaluate.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings_level = Settings.from_env().log_level if args.command != "schemas" else "warn"
+    level = {"crit": "CRITICAL", "warn": "WARNING"}.get(settings_level, settings_level.upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        result: int = args.func(args)
+        return result
+    except PulseError as exc:
+        print(f"pulse: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Delayed labels: silence, activity, cancellation and purchase resolve snapshots."""
+
+from __future__ import annotations
+
+import pytest
+from scoring_fixtures import MakeEvent, day
+
+from scoring.config import ScoringConfig
+from scoring.engine import ScoringEngine
+from scoring.records import LabelApplied
+
+pytestmark = pytest.mark.unit
+
+
+def _labels(records: list[object], model: str = "churn") -> list[LabelApplied]:
+    return [r for r in records if isinstance(r, LabelApplied) and r.model == model]
+
+
+def test_silence_for_the_churn_window_labels_churned(make_event: MakeEvent) -> None:
+    engine = ScoringEngine()
+    engine.process(make_event("post_created", "m-1", 0))
+    assert _labels(engine.advance(0, day(29.9))) == []
+    labels = _labels(engine.advance(0, day(30.5)))
+    assert [(x.label, x.snapshot_at, x.label_at) for x in labels] == [(1, day(0), day(30))]
+    assert labels[0].model_version == "churn-prior"
+
+
+def test_activity_within_the_window_labels_retained(make_event: MakeEvent) -> None:
+    engine = ScoringEngine()
+    engine.process(make_event("post_created", "m-1", 0))
+    records = engine.process(make_event("content_viewed", "m-1", 12))
+    labels = _labels(records)
+    # the snapshot at the event and the one at 7 silent days: both answered "retained"
+    assert [(x.label, x.snapshot_at, x.label_at) for x in labels] == [
+        (0, day(0), day(12)),
+        (0, day(7), day(12)),
+    ]
+    assert labels[0].prediction == pytest.approx(engine.models.churn.prior.predict({}))
+
+
+def test_silence_snapshots_are_labelled_too(make_event: MakeEvent) -> None:
+    engine = ScoringEngine()
+    engine.process(make_event("post_created", "m-1", 0))
+    records = engine.advance(0, day(70))
+    labels = _labels(records)
+    # snapshots at the event and at 7, 14 and 21 silent days, each churned 30 days later
+    assert [x.snapshot_at for x in labels] == [day(0), day(7), day(14), day(21)]
+    assert all(x.label == 1 for x in labels)
+    assert [x.label_at for x in labels] == [day(30), day(37), day(44), day(51)]
+
+
+def test_cancellation_labels_churned_at_once(make_event: MakeEvent) -> None:
+    engine = ScoringEngine()
+    engine.process(make_event("policy_purchased", "m-1", 0))
+    labels = _labels(engine.process(make_event("policy_cancelled", "m-1", 3)))
+    assert [(x.label, x.label_at) for x in labels] == [(1, day(3))]
+
+
+def test_event_after_the_deadline_counts_as_churned(make_event: MakeEvent) -> None:
+    engine = ScoringEngine(ScoringConfig(allowed_lateness_seconds=40 * 86_400.0))
+    engine.process(make_event("post_created", "m-1", 0))
+    # the watermark lags 40 days: no timer fired, the late return resolves the label
+    labels = _labels(engine.process(make_event("post_created", "m-1", 33)))
+    assert [(x.label, x.label_at) for x in labels] == [(1, day(30))]
+
+
+def test_conversion_purchase_and_expiry(make_event: MakeEvent) -> None:
+    engine = ScoringEngine()
+    engine.process(make_event("content_viewed", "buyer", 0))
+    engine.process(make_event("content_viewed", "browser", 0))
+    bought = _labels(engine.process(make_event("policy_purchased", "buyer", 40)), "conversion")
+    # snapshots at the first event and at the 30-day silence boundary (28-day interval)
+    assert [(x.member_id, x.label, x.snapshot_at) for x in bought] == [
+        ("buyer", 1, day(0)),
+        ("buyer", 1, day(30)),
+    ]
+    expired = _labels(engine.advance(0, day(121)), "conversion")
+    assert [(x.member_id, x.label, x.label_at) for x in expired] == [
+        ("browser", 0, day(90)),
+        ("browser", 0, day(120)),
+    ]
+
+
+def test_policy_holders_get_no_conversion_snapshot(make_event: MakeEvent) -> None:
+    engine = ScoringEngine()
+    records = engine.process(make_event("policy_purchased", "m-1", 0))
+    score = records[-1]
+    assert getattr(score, "conversion_probability", "missing") is None
+    assert all(s.conversion is None for s in engine.states["m-1"].pending)
+
+
+def test_labels_teach_the_model_and_switch_from_prior(make_event: MakeEvent) -> None:
+    config = ScoringConfig(min_labels_for_model=20)
+    engine = ScoringEngine(config)
+    for i in range(40):
+        engine.process(make_event("post_created", f"active-{i}", 0))
+        engine.process(make_event("post_created", f"silent-{i}", 0))
+    for step in range(1, 8):
+        for i in range(40):
+            engine.process(make_event("post_created", f"active-{i}", step * 8))
+    assert engine.models.churn.labels_seen >= 40
+    assert engine.models.churn.version == "churn-logreg-v1"
+    record = engine.score_member("active-0", day(56))
+    assert record.churn_model == "model" and record.model_version == "churn-logreg-v1"

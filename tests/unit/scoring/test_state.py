@@ -1,0 +1,70 @@
+"""MemberState: exact JSON round trip, the idempotency ring, bounded collections."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from scoring_fixtures import MakeEvent, day
+
+from scoring.config import ScoringConfig
+from scoring.engine import ScoringEngine
+from scoring.state import MemberState
+
+pytestmark = pytest.mark.unit
+
+STORY = [
+    ("member_joined", 0),
+    ("content_viewed", 1),
+    ("quote_requested", 2),
+    ("survey_answered", 3),
+    ("points_earned", 3.5),
+    ("points_redeemed", 4),
+    ("policy_purchased", 5),
+    ("claim_filed", 20),
+    ("claim_settled", 25),
+    ("review_posted", 26),
+    ("referral_sent", 27),
+    ("consent_changed", 28),
+]
+
+
+def _rich_state(make_event: MakeEvent) -> MemberState:
+    engine = ScoringEngine(ScoringConfig(snapshot_interval_days=1.0))
+    for event_type, at in STORY:
+        engine.process(make_event(event_type, "m-1", at))
+    engine.advance(0, day(40))  # silence boundaries, expired labels
+    return engine.states["m-1"]
+
+
+def test_round_trip_is_exact_through_json(make_event: MakeEvent) -> None:
+    state = _rich_state(make_event)
+    data = state.to_dict()
+    assert state.pending and state.policies and state.recent_ids  # the test covers them
+    restored = MemberState.from_dict(json.loads(json.dumps(data)))
+    assert restored.to_dict() == data
+    assert restored == state
+
+
+def test_from_dict_tolerates_missing_fields(make_event: MakeEvent) -> None:
+    data = _rich_state(make_event).to_dict()
+    for key in ("channels", "last_redeem_points", "pending", "stage"):
+        data.pop(key)
+    restored = MemberState.from_dict(data)
+    assert restored.channels == {} and restored.pending == [] and restored.stage == ""
+
+
+def test_ring_is_bounded_and_forgets_oldest() -> None:
+    state = MemberState("m", 0.0)
+    for digest in range(100):
+        state.remember(digest, capacity=64)
+    assert len(state.recent_ids) == 64
+    assert not state.seen(35) and state.seen(36) and state.seen(99)
+
+
+def test_state_keeps_the_business_facts(make_event: MakeEvent) -> None:
+    state = _rich_state(make_event)
+    assert state.active_policies == 1 and state.annual_premium == 1200.0
+    assert state.claims_denied == 1 and state.last_nps == 9 and state.consent_marketing is False
+    assert state.points_redeemed == 100.0 and state.quotes == 1
+    assert state.communities == ["c-1"]
