@@ -11,6 +11,7 @@ changes and leaving are recorded but are not activity.
 event type                        kind           weight
 ================================  =============  ======
 content_viewed                    content        1.0
+  (also, its dwell minutes)       dwell          minutes
   (guide or calculator, also)     product        1.0
 content_shared                    social         2.0
 post_created                      social         3.0
@@ -325,10 +326,15 @@ def apply_event(
             state.decay_ref = add_decayed(
                 state.decayed, offset, weight, state.decay_ref, at, half_lives
             )
-            if event_type == "content_viewed" and props.content_type in _PRODUCT_CONTENT:
+            if event_type == "content_viewed":
+                minutes = float(props.dwell_seconds) / 60.0
                 state.decay_ref = add_decayed(
-                    state.decayed, _K["product"], 1.0, state.decay_ref, at, half_lives
+                    state.decayed, _K["dwell"], minutes, state.decay_ref, at, half_lives
                 )
+                if props.content_type in _PRODUCT_CONTENT:
+                    state.decay_ref = add_decayed(
+                        state.decayed, _K["product"], 1.0, state.decay_ref, at, half_lives
+                    )
         _mark_active_day(state, at)
     return Applied(
         event_type=event_type,

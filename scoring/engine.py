@@ -242,8 +242,8 @@ class ScoringEngine:
         return state.first_seen_at if last is None else last
 
     def _next_due(self, state: MemberState) -> float | None:
-        due = next_deadline(state)
         ref = self._silence_ref(state)
+        due = next_deadline(state, ref + self._boundaries[-1] * DAY)
         for boundary in self._boundaries:
             if boundary > state.silence_done_days + 1e-9:
                 candidate = ref + boundary * DAY

@@ -16,6 +16,8 @@ Groups:
   ``trend_at_last`` / ``social_trend_at_last``: the trend as it stood at the last
   activity, which tells a member who slowed down before falling silent from one who
   stopped at once (a holiday);
+* session depth: ``dwell_per_view`` (minutes per content view) and ``dwell_trend``
+  (recent against long-run minutes per view: sessions getting shorter);
 * rhythm: ``typical_gap_days`` between active days and ``log_silence_ratio``, the
   current silence measured in the member's own gaps -- five silent days mean little for
   a weekly reader and much for a daily poster;
@@ -39,7 +41,8 @@ from scoring.state import HALF_LIVES, KINDS, MemberState
 
 __all__ = ["FEATURE_NAMES", "FEATURE_INDEX", "TREND_KINDS", "compute_features", "as_dict"]
 
-#: Kinds with their own level and trend features (``product`` only has a level).
+#: Kinds with their own level and trend features (``product`` only has a level,
+#: ``dwell`` is read per view).
 TREND_KINDS: tuple[str, ...] = KINDS[:7]
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -58,6 +61,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     *(f"lvl_{k}" for k in TREND_KINDS),
     *(f"trend_{k}" for k in TREND_KINDS),
     "lvl_product",
+    "dwell_per_view",
+    "dwell_trend",
     "active_days_7",
     "active_days_30",
     "frequency_trend",
@@ -100,6 +105,9 @@ FEATURE_INDEX: dict[str, int] = {name: i for i, name in enumerate(FEATURE_NAMES)
 
 _SHORT, _ENG, _LONG = 0, 1, 2
 _SOCIAL = KINDS.index("social")
+_CONTENT = KINDS.index("content") * HALF_LIVES
+_PRODUCT = KINDS.index("product") * HALF_LIVES
+_DWELL = KINDS.index("dwell") * HALF_LIVES
 _TOTAL_KINDS = len(TREND_KINDS)
 
 
@@ -135,7 +143,10 @@ def compute_features(
     social_at_last = math.log(
         (decayed[social + _SHORT] * ratio + 1.0) / (decayed[social + _LONG] + 1.0)
     )
-    product = decayed[(len(KINDS) - 1) * HALF_LIVES + _SHORT] * fs
+    product = decayed[_PRODUCT + _SHORT] * fs
+    # minutes per view: both sums decay alike, so the ratios hold at any reading time
+    per_view_short = decayed[_DWELL + _SHORT] / (decayed[_CONTENT + _SHORT] + 0.5)
+    per_view_long = decayed[_DWELL + _LONG] / (decayed[_CONTENT + _LONG] + 0.5)
 
     active_days = state.active_days
     if len(active_days) >= 2:
@@ -179,6 +190,8 @@ def compute_features(
             *levels,
             *trends,
             math.log1p(product),
+            math.log1p(per_view_long),
+            math.log((per_view_short + 0.1) / (per_view_long + 0.1)),
             float(days_7),
             float(days_30),
             days_7 / 7.0 - days_30 / 30.0,

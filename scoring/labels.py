@@ -119,11 +119,24 @@ def resolve_expired(state: MemberState, at: float) -> list[Resolution]:
     return out
 
 
-def next_deadline(state: MemberState) -> float | None:
-    """The earliest deadline among the member's open tickets."""
+def next_deadline(state: MemberState, horizon: float) -> float | None:
+    """The earliest deadline that needs a timer of its own, or None.
+
+    A churn ticket already marked active can only turn "churned" through an event,
+    so it settles (as of its deadline) at the member's next event or timer, whichever
+    comes first after it: no timer. Neither needs a conversion ticket whose deadline
+    falls before ``horizon``, the member's last silence boundary: that boundary's timer
+    or an earlier event settles it. Members who stay active therefore cost no timer.
+    """
     best: float | None = None
     for snap in state.pending:
-        for ticket in (snap.churn, snap.conversion):
-            if ticket is not None and (best is None or ticket.deadline < best):
-                best = ticket.deadline
+        churn, conversion = snap.churn, snap.conversion
+        if churn is not None and not churn.active and (best is None or churn.deadline < best):
+            best = churn.deadline
+        if (
+            conversion is not None
+            and conversion.deadline > horizon
+            and (best is None or conversion.deadline < best)
+        ):
+            best = conversion.deadline
     return best

@@ -32,7 +32,9 @@ __all__ = [
 
 #: Interaction kinds with their own decayed activity. ``intent`` is the purchase
 #: funnel (quotes, applications), ``product`` the product-explaining content
-#: (guides, calculators) that signals intent; both also feed the features.
+#: (guides, calculators) that signals intent, ``dwell`` the minutes spent on
+#: content (its ratio to views shows sessions getting shorter). The last two only
+#: feed the features, not engagement.
 KINDS: tuple[str, ...] = (
     "content",
     "social",
@@ -42,6 +44,7 @@ KINDS: tuple[str, ...] = (
     "reviews",
     "intent",
     "product",
+    "dwell",
 )
 #: Number of half-lives per kind: short, engagement, long.
 HALF_LIVES = 3

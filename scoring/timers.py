@@ -8,7 +8,8 @@ any more, it is dropped without looking at the member (lazy invalidation).
 Advancing the clock therefore touches only members whose live timer came due
 -- members going silent or with a label expiring -- not members times days.
 Superseded entries cost one push each and are compacted away when they
-outnumber live ones.
+outnumber live ones. Entries due at the same time surface in member id order,
+so the order depends only on the members' states, not on how they were loaded.
 
 >>> heap = TimerHeap()
 >>> heap.schedule("a", 3.0), heap.schedule("b", 5.0), heap.schedule("a", 10.0)
@@ -34,7 +35,7 @@ class TimerHeap:
     """Due times of members, earliest first."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, str]] = []
+        self._heap: list[tuple[float, str, int]] = []
         self._live: dict[str, tuple[float, int]] = {}
         self._seq = 0
         self.stale = 0
@@ -45,7 +46,7 @@ class TimerHeap:
         if live is not None and live[0] == due:
             return False
         self._seq += 1
-        heapq.heappush(self._heap, (due, self._seq, member_id))
+        heapq.heappush(self._heap, (due, member_id, self._seq))
         self._live[member_id] = (due, self._seq)
         if len(self._heap) > 2 * len(self._live) + _COMPACT_SLACK:
             self._compact()
@@ -53,7 +54,7 @@ class TimerHeap:
 
     def _compact(self) -> None:
         self.stale += len(self._heap) - len(self._live)
-        self._heap = [(due, seq, member) for member, (due, seq) in self._live.items()]
+        self._heap = [(due, member, seq) for member, (due, seq) in self._live.items()]
         heapq.heapify(self._heap)
 
     def cancel(self, member_id: str) -> None:
@@ -64,7 +65,7 @@ class TimerHeap:
         """The next live entry due at or before ``until``, removed; None if there is none."""
         heap = self._heap
         while heap and heap[0][0] <= until:
-            due, seq, member_id = heapq.heappop(heap)
+            due, member_id, seq = heapq.heappop(heap)
             live = self._live.get(member_id)
             if live is None or live[1] != seq:
                 self.stale += 1

@@ -41,7 +41,10 @@ def connect(url: str, database: str | None, data_dir: Path, *, readonly: bool = 
             return clickhouse_connect.get_client(dsn=url, database=database, settings=settings)
         path = data_dir / "clickhouse"
         path.mkdir(parents=True, exist_ok=True)
-        return clickhouse_connect.get_client(dsn=f"chdb://{path}", settings=settings)
+        client = clickhouse_connect.get_client(dsn=f"chdb://{path}", settings=settings)
+        if database:
+            client.command(f"USE {database}")
+        return client
     except Exception as exc:
         where = url.split("@")[-1] if url else f"chDB at {data_dir / 'clickhouse'}"
         raise SinkError(f"cannot open ClickHouse ({where}): {exc}") from exc

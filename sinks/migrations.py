@@ -160,9 +160,10 @@ _SCORING = Migration(
             at {_TS},
             saved_at {_TS},
             version UInt64,
-            blob String
+            blob String COMMENT 'pickled models, base64'
         ) ENGINE = MergeTree
         ORDER BY version
+        TTL toDateTime(saved_at) + INTERVAL 1 DAY
         """,
     ),
 )

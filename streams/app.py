@@ -47,6 +47,7 @@ class PulseApp:
     def __init__(self, settings: Settings, bootstrap: str, take_max: int = 1000) -> None:
         self.settings = settings
         self.pipeline: Pipeline | None = None
+        self.crashed: BaseException | None = None
         self.on_started: list[Callable[[], Any]] = []
         self.app = faust.App(
             settings.app_id,
@@ -83,7 +84,14 @@ class PulseApp:
             pipeline = self.pipeline
             if pipeline is None:  # pragma: no cover - set before the worker starts
                 raise RuntimeError("PulseApp.pipeline must be set before the worker starts")
-            await pipeline.handle([_inbound(e) for e in events])
+            try:
+                await pipeline.handle([_inbound(e) for e in events])
+            except Exception as exc:
+                # A bug, not bad input (bad input is dead-lettered): nothing of this batch
+                # is acknowledged, so it is redelivered after a restart. Say so loudly.
+                self.crashed = exc
+                log.exception("the ingest agent crashed; its batch stays uncommitted")
+                raise
 
     async def _run_sink(self) -> None:
         assert self.pipeline is not None

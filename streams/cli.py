@@ -163,6 +163,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"published {report.published:,} of {report.lines:,} lines; processing ...", flush=True)
 
         def done() -> bool:
+            if runtime.faust.crashed is not None:
+                raise PulseError(f"the worker crashed: {runtime.faust.crashed!r}")
             acked = runtime.acked_offsets()
             return all(acked.get(tp, -1) >= offset for tp, offset in targets.items())
 
@@ -226,9 +228,17 @@ def cmd_query(args: argparse.Namespace) -> int:
             return 1
     from sinks.clickhouse import connect
 
-    client = connect(settings.clickhouse_url, None, settings.data_path, readonly=True)
+    if settings.embedded_clickhouse and not (settings.data_path / "clickhouse").exists():
+        print(
+            f"no Pulse data in {settings.data_path}: start `pulse up` or load a file with "
+            "`pulse replay FILE.jsonl` first (or set PULSE_DATA_DIR / PULSE_CLICKHOUSE_URL)",
+            file=sys.stderr,
+        )
+        return 1
     try:
-        client.command(f"USE {settings.clickhouse_database}")
+        client = connect(
+            settings.clickhouse_url, settings.clickhouse_database, settings.data_path, readonly=True
+        )
         sys.stdout.write(client.raw_query(args.sql, fmt=fmt).decode())
     except Exception as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
@@ -242,6 +252,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     config = SimulationConfig(members=args.members, days=args.days, seed=args.seed)
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         counts = write_jsonl(
             config, Path(args.out), progress=lambda n: print(f"  {n:,} events", flush=True)

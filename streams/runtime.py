@@ -178,8 +178,9 @@ class Runtime:
 
         self.clickhouse = connect(s.clickhouse_url, None, s.data_path)
         apply_migrations(self.clickhouse, s.clickhouse_database)
-        self.reader = connect(s.clickhouse_url, None, s.data_path, readonly=True)
-        self.pseudonym = Pseudonymizer(load_or_create_key(s.pseudonym_key, s.data_path))
+        self.reader = connect(s.clickhouse_url, s.clickhouse_database, s.data_path, readonly=True)
+        self.pseudonym_key = load_or_create_key(s.pseudonym_key, s.data_path)
+        self.pseudonym = Pseudonymizer(self.pseudonym_key)
         self.faust = PulseApp(s, self.bootstrap)
         sink = ClickHouseSink(
             self.clickhouse,

@@ -28,14 +28,40 @@ def test_silence_for_the_churn_window_labels_churned(make_event: MakeEvent) -> N
 def test_activity_within_the_window_labels_retained(make_event: MakeEvent) -> None:
     engine = ScoringEngine()
     engine.process(make_event("post_created", "m-1", 0))
-    records = engine.process(make_event("content_viewed", "m-1", 12))
-    labels = _labels(records)
-    # the snapshot at the event and the one at 7 silent days: both answered "retained"
+    # active again: the outcome is known unless a cancellation comes; it settles as of
+    # the window's end, at the member's next timer or event (no timer of its own)
+    assert _labels(engine.process(make_event("content_viewed", "m-1", 12))) == []
+    labels = _labels(engine.advance(0, day(43)))
+    # the snapshot at the event and the one at 7 silent days: both retained
     assert [(x.label, x.snapshot_at, x.label_at) for x in labels] == [
-        (0, day(0), day(12)),
-        (0, day(7), day(12)),
+        (0, day(0), day(30)),
+        (0, day(7), day(37)),
     ]
     assert labels[0].prediction == pytest.approx(engine.models.churn.prior.predict({}))
+
+
+def test_active_then_cancelled_within_the_window_is_churn(make_event: MakeEvent) -> None:
+    engine = ScoringEngine()
+    engine.process(make_event("policy_purchased", "m-1", 0))
+    engine.process(make_event("content_viewed", "m-1", 5))
+    labels = _labels(engine.process(make_event("policy_cancelled", "m-1", 20)))
+    # the snapshot at the purchase, and those at 7 and 14 silent days after day 5
+    assert [(x.label, x.snapshot_at, x.label_at) for x in labels] == [
+        (1, day(0), day(20)),
+        (1, day(12), day(20)),
+        (1, day(19), day(20)),
+    ]
+
+
+def test_retained_labels_settle_at_the_next_event(make_event: MakeEvent) -> None:
+    engine = ScoringEngine()
+    settled = {}
+    for at in range(0, 40, 4):
+        for label in _labels(engine.process(make_event("content_viewed", "m-1", at))):
+            settled[at] = (label.label, label.snapshot_at, label.label_at)
+    # the first event after day 30 settles the day-0 snapshot, as of day 30
+    assert settled == {32: (0, day(0), day(30))}
+    assert engine.stats.timers_fired == 0
 
 
 def test_silence_snapshots_are_labelled_too(make_event: MakeEvent) -> None:

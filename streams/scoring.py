@@ -1,0 +1,251 @@
+"""The scoring stage of the pipeline: the pure engine (``scoring/``) wired to I/O.
+
+For each batch of new events: the engine applies them (per partition, in
+offset order), fires silence timers as each partition's event-time clock
+advances, and returns records. This stage turns them into rows
+(``member_scores``, ``score_history``, ``lifecycle_transitions``,
+``model_metrics``), messages on ``pulse.scores``, metric samples, and a
+checkpoint in the same ClickHouse batch: the sealed state of every member the
+batch touched (``member_state``) and the models (``model_checkpoints``). The
+batch's Kafka offsets are acknowledged only once all of it is stored.
+
+Durability: ClickHouse is the durable record (in embedded mode the broker
+keeps nothing across restarts). On start the stage restores every member
+state and the newest model checkpoint from ClickHouse; redelivered events
+that the restored state already holds are recognised by the state's ring of
+applied event ids and change nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from schemas.envelope import EventBase
+from scoring.config import ScoringConfig
+from scoring.engine import ScoringEngine
+from scoring.records import LabelApplied, LifecycleTransition, ModelMetrics, ScoreRecord
+from scoring.state import MemberState
+from sinks.clickhouse import ClickHouseSink
+from sinks.rows import utc
+from sinks.sealing import Sealer
+from streams.pipeline import Inbound
+
+if TYPE_CHECKING:
+    from streams.runtime import Runtime
+
+__all__ = ["StreamScorer", "scorer_factory"]
+
+log = logging.getLogger(__name__)
+
+
+def _version(moment: datetime) -> int:
+    """Row version: event time in microseconds (later record wins in ReplacingMergeTree)."""
+    return int(moment.timestamp() * 1_000_000)
+
+
+class StreamScorer:
+    """Scores new events and buffers the resulting rows and checkpoints in the sink."""
+
+    def __init__(self, runtime: Runtime, config: ScoringConfig) -> None:
+        self.runtime = runtime
+        self.engine = ScoringEngine(config)
+        self.metrics = runtime.metrics
+        self.pseudonym = runtime.pseudonym
+        self.sealer = Sealer.from_key(runtime.pseudonym_key)
+        self.database = runtime.settings.clickhouse_database
+        self.partition_of: dict[str, int] = {}
+        self.stages: Counter[str] = Counter()
+        self.risks: Counter[str] = Counter()
+        self._last: dict[str, tuple[str, str]] = {}  # member -> (stage, risk) as last exported
+        self._restore()
+
+    # --- restore ---------------------------------------------------------------
+    def _restore(self) -> None:
+        client = self.runtime.clickhouse
+        db = self.database
+        started = time.monotonic()
+        rows = client.query(
+            f"SELECT argMax(source_partition, version), argMax(state, version) FROM {db}.member_state "
+            "GROUP BY member_id"
+        ).result_rows
+        for partition, sealed in rows:
+            state = MemberState.from_dict(json.loads(self.sealer.open(sealed)))
+            self.engine.load_member(state, int(partition))
+            self.partition_of[state.member_id] = int(partition)
+        blob = client.query(
+            f"SELECT blob FROM {db}.model_checkpoints ORDER BY version DESC LIMIT 1"
+        ).result_rows
+        if blob:
+            self.engine.restore_models(base64.b64decode(blob[0][0]))
+        if rows or blob:
+            log.warning(
+                "restored %d member states and %s from ClickHouse in %.1fs",
+                len(rows), "a model checkpoint" if blob else "no model checkpoint",
+                time.monotonic() - started,
+            )
+        self.metrics.members.set(len(self.engine.states))
+
+    # --- per batch -------------------------------------------------------------
+    async def score(self, items: Sequence[tuple[Inbound, EventBase]], sink: ClickHouseSink) -> None:
+        records: list[Any] = []
+        touched: dict[str, int] = {}
+        latest: dict[int, datetime] = {}
+        for item, event in items:
+            started = time.perf_counter()
+            out = self.engine.process(event, partition=item.partition)
+            self.metrics.scoring_duration.observe(time.perf_counter() - started)
+            if out:
+                touched[event.member_id] = item.partition
+            records.extend((item, r) for r in out)
+            if item.partition not in latest or event.occurred_at > latest[item.partition]:
+                latest[item.partition] = event.occurred_at
+        for partition, moment in latest.items():
+            for record in self.engine.advance(partition, moment):
+                records.append((None, record))
+                member = getattr(record, "member_id", None)
+                if member and member in self.engine.states:
+                    touched[member] = self.partition_of.get(member, partition)
+            wm = self.engine.watermark(partition)
+            if wm is not None:
+                self.metrics.event_time_watermark.labels(str(partition)).set(wm.timestamp())
+        self.partition_of.update(touched)
+        self._emit(records, sink)
+        self._checkpoint(touched, max(latest.values()) if latest else None, sink)
+
+    def _emit(self, records: list[tuple[Inbound | None, Any]], sink: ClickHouseSink) -> None:
+        scores: list[dict[str, Any]] = []
+        transitions: list[dict[str, Any]] = []
+        metrics_rows: list[dict[str, Any]] = []
+        wall = time.time()
+        for item, record in records:
+            if isinstance(record, ScoreRecord):
+                scores.append(self._score_row(record))
+                self._publish_score(record)
+                self.metrics.scores_emitted.labels(record.trigger).inc()
+                if item is not None and item.timestamp is not None:
+                    self.metrics.freshness.observe(max(0.0, wall - item.timestamp))
+                self._count(record)
+            elif isinstance(record, LifecycleTransition):
+                row = record.to_row()
+                row.update(
+                    member_id=self.pseudonym(record.member_id),
+                    at=utc(record.at),
+                    community_id=record.community_id or "",
+                )
+                transitions.append(row)
+                self.metrics.lifecycle_transitions.labels(record.from_stage, record.to_stage).inc()
+            elif isinstance(record, ModelMetrics):
+                metrics_rows.append(self._metrics_row(record))
+            elif isinstance(record, LabelApplied):
+                self.metrics.labels_applied.labels(record.model, str(record.label)).inc()
+        if scores:
+            sink.add("member_scores", scores)
+            sink.add("score_history", scores)
+        if transitions:
+            sink.add("lifecycle_transitions", transitions)
+        if metrics_rows:
+            sink.add("model_metrics", metrics_rows)
+
+    def _score_row(self, record: ScoreRecord) -> dict[str, Any]:
+        return {
+            "member_id": self.pseudonym(record.member_id),
+            "scored_at": utc(record.scored_at),
+            "trigger": record.trigger,
+            "engagement_score": record.engagement_score,
+            "engagement_tier": record.engagement_tier,
+            "churn_probability": record.churn_probability,
+            "churn_risk": record.churn_risk,
+            "churn_model": record.churn_model,
+            "conversion_probability": record.conversion_probability,
+            "lifecycle_stage": record.lifecycle_stage,
+            "top_drivers": [(f, float(c)) for f, c in record.top_drivers],
+            "model_version": record.model_version,
+            "last_event_at": utc(record.last_event_at),
+            "community_id": record.community_id or "",
+            "annual_premium": float(record.annual_premium),
+            "active_policies": int(record.active_policies),
+            "version": _version(record.scored_at),
+        }
+
+    def _metrics_row(self, record: ModelMetrics) -> dict[str, Any]:
+        row = record.to_row()
+        row.update(at=utc(record.at), drift_detected=int(record.drift_detected),
+                   promoted=int(record.promoted))
+        if record.roc_auc is not None:
+            self.metrics.model_roc_auc.labels(record.model).set(record.roc_auc)
+        if record.log_loss is not None:
+            self.metrics.model_log_loss.labels(record.model).set(record.log_loss)
+        if record.drift_detected:
+            self.metrics.model_drift.labels(record.model).inc()
+        return row
+
+    def _publish_score(self, record: ScoreRecord) -> None:
+        """``pulse.scores`` keeps the member id (the topic is internal); ClickHouse never does."""
+        value = json.dumps(record.to_row(), default=str, separators=(",", ":")).encode()
+        self.runtime.faust.scores.send_soon(key=record.member_id.encode(), value=value)
+
+    def _count(self, record: ScoreRecord) -> None:
+        previous = self._last.get(record.member_id)
+        if previous is not None:
+            self.stages[previous[0]] -= 1
+            self.risks[previous[1]] -= 1
+        self._last[record.member_id] = (record.lifecycle_stage, record.churn_risk)
+        self.stages[record.lifecycle_stage] += 1
+        self.risks[record.churn_risk] += 1
+
+    def _checkpoint(self, touched: dict[str, int], at: datetime | None, sink: ClickHouseSink) -> None:
+        """Sealed states of the members this batch touched, and the models, in the same batch."""
+        rows = []
+        for member_id, partition in touched.items():
+            state = self.engine.states.get(member_id)
+            if state is None:
+                continue
+            payload = json.dumps(state.to_dict(), separators=(",", ":")).encode()
+            rows.append(
+                {
+                    "member_id": self.pseudonym(member_id),
+                    "source_partition": partition,
+                    "version": time.time_ns() // 1000,
+                    "state": self.sealer.seal(payload),
+                }
+            )
+        if rows:
+            sink.add("member_state", rows)
+        if at is not None and touched:
+            now = datetime.now(UTC)
+            sink.add(
+                "model_checkpoints",
+                [
+                    {
+                        "at": utc(at),
+                        "saved_at": utc(now),
+                        "version": time.time_ns() // 1000,
+                        "blob": base64.b64encode(self.engine.models_checkpoint()).decode(),
+                    }
+                ],
+            )
+        self.metrics.members.set(len(self.engine.states))
+        for stage, n in self.stages.items():
+            self.metrics.members_by_stage.labels(stage).set(n)
+        for risk, n in self.risks.items():
+            self.metrics.members_by_churn_risk.labels(risk).set(n)
+
+    # --- what the CLI shows ----------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        return {"members": len(self.engine.states), "at_risk": self.risks.get("high", 0)}
+
+
+def scorer_factory(runtime: Runtime) -> StreamScorer:
+    settings = runtime.settings
+    config = ScoringConfig(
+        churn_window_days=settings.churn_window_days,
+        conversion_window_days=settings.conversion_window_days,
+    )
+    return StreamScorer(runtime, config)
