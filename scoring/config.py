@@ -31,6 +31,8 @@ class ScoringConfig:
         churn snapshot there, so the models see silent members, not only active ones.
         ``at_risk_silence_days``: silence that moves a policy holder or engaged member to
         the ``at_risk`` lifecycle stage.
+        ``intent_content_views``: decayed views of product content (guides, calculators;
+        short half-life) that count as purchase intent for the lifecycle.
 
     Decay
         ``short_half_life_days`` / ``engagement_half_life_days`` / ``long_half_life_days``:
@@ -80,6 +82,7 @@ class ScoringConfig:
     conversion_snapshot_interval_days: float = 28.0
     max_pending_snapshots: int = 8
     at_risk_silence_days: float = 14.0
+    intent_content_views: float = 3.0
 
     short_half_life_days: float = 7.0
     engagement_half_life_days: float = 14.0
@@ -115,6 +118,7 @@ class ScoringConfig:
             "snapshot_interval_days": self.snapshot_interval_days,
             "conversion_snapshot_interval_days": self.conversion_snapshot_interval_days,
             "at_risk_silence_days": self.at_risk_silence_days,
+            "intent_content_views": self.intent_content_views,
             "short_half_life_days": self.short_half_life_days,
             "engagement_half_life_days": self.engagement_half_life_days,
             "long_half_life_days": self.long_half_life_days,

@@ -40,8 +40,8 @@ from scoring.clock import DAY, PartitionClock, from_ts, to_ts
 from scoring.config import ScoringConfig
 from scoring.engagement import EngagementTier, bin_of, engagement_raw, tier_of
 from scoring.errors import CheckpointError, UnknownMember
+from scoring.features import FEATURE_INDEX, compute_features
 from scoring.features import as_dict as feature_dict
-from scoring.features import compute_features
 from scoring.labels import (
     Resolution,
     add_snapshot,
@@ -68,6 +68,10 @@ DEFAULT_CONFIG = ScoringConfig()
 _CHECKPOINT_MAGIC = b"PULSE-SCORING-MODELS\x00v1\x00"
 _ENGAGED = frozenset({EngagementTier.ENGAGED.value, EngagementTier.CHAMPION.value})
 _EPS = 1e-6  # seconds: tolerance when comparing event times computed two ways
+_RECENCY = FEATURE_INDEX["recency_days"]
+_QUOTE_RECENT = FEATURE_INDEX["quote_recent"]
+_APPLICATION_RECENT = FEATURE_INDEX["application_recent"]
+_LVL_PRODUCT = FEATURE_INDEX["lvl_product"]
 
 
 def risk_band(probability: float, config: ScoringConfig) -> str:
@@ -94,7 +98,8 @@ class EngineStats:
     timers_fired: int = 0
     """Timer entries that found their member due and did work."""
     timers_deferred: int = 0
-    """Timer entries whose member had become active again: rescheduled, nothing else."""
+    """Timer entries whose member was not due any more (its state changed without a
+    reschedule, e.g. restored): rescheduled, nothing else."""
     silence_rescored: int = 0
     """Scores produced by silence boundaries (trigger ``silence``)."""
 
@@ -102,7 +107,6 @@ class EngineStats:
 @dataclass(frozen=True, slots=True)
 class _Scored:
     vector: array[float]
-    features: dict[str, float]
     engagement: float
     tier: str
     churn: Served
@@ -126,7 +130,7 @@ class ScoringEngine:
         self._timers: dict[int, TimerHeap] = {}
         self._half_lives = config.half_lives_seconds
         self._boundaries = config.timer_boundaries_days
-        self._intent_floor = math.log1p(3.0)
+        self._intent_floor = math.log1p(config.intent_content_views)
 
     # -- the API ----------------------------------------------------------------------
 
@@ -224,7 +228,8 @@ class ScoringEngine:
         if any(policy[3] <= ts for policy in state.policies.values()):
             state = MemberState.from_dict(state.to_dict())  # a copy: expire without changing
             state.expire_policies(ts)
-        scored = self._compute(state, ts, explain=True)
+        raw = engagement_raw(state, ts, self._half_lives[1])
+        scored = self._compute(state, ts, True, raw)
         trigger: Trigger = "event" if ts <= state.last_event_at else "silence"
         return self._record(state, ts, trigger, scored)
 
@@ -296,16 +301,13 @@ class ScoringEngine:
 
     # -- scoring ----------------------------------------------------------------------
 
-    def _compute(self, state: MemberState, at: float, explain: bool) -> _Scored:
+    def _compute(self, state: MemberState, at: float, explain: bool, raw: float) -> _Scored:
         vector = compute_features(state, at, self._half_lives)
-        x = feature_dict(vector)
-        raw = engagement_raw(state, at, self._half_lives[1])
         engagement = self.models.population.score(raw, at)
-        churn = self.models.churn.serve(x, explain=explain)
-        conversion = None if state.policies else self.models.conversion.serve(x)
+        churn = self.models.churn.serve_vector(vector, explain=explain)
+        conversion = None if state.policies else self.models.conversion.serve_vector(vector)
         return _Scored(
             vector,
-            x,
             engagement,
             tier_of(engagement, raw, self.config),
             churn,
@@ -327,14 +329,14 @@ class ScoringEngine:
         new_bin = bin_of(raw)
         self.models.population.move(state.engagement_bin, state.engagement_binned_at, new_bin, at)
         state.engagement_bin, state.engagement_binned_at = new_bin, at
-        scored = self._compute(state, at, explain=True)
-        x = scored.features
+        scored = self._compute(state, at, True, raw)
+        vector = scored.vector
         facts = Facts(
             has_policy=bool(state.policies),
             engaged=scored.tier in _ENGAGED,
-            intent=x["quote_recent"] > 0.0
-            or x["application_recent"] > 0.0
-            or x["lvl_product"] >= self._intent_floor,
+            intent=vector[_QUOTE_RECENT] > 0.0
+            or vector[_APPLICATION_RECENT] > 0.0
+            or vector[_LVL_PRODUCT] >= self._intent_floor,
             risk_high=scored.risk == "high",
         )
         stage = state.stage or initial_stage()
@@ -354,7 +356,7 @@ class ScoringEngine:
         if is_new:
             path = [path[-1] if path else stage]
         out: list[Record] = list(self._move(state, path, at, cause))
-        self._snapshot(state, at, x, scored)
+        self._snapshot(state, at, scored)
         self.stats.scores += 1
         state.last_scored_at = at
         state.last_churn = scored.churn.probability
@@ -405,10 +407,10 @@ class ScoringEngine:
         at = applied.at - (silence - crossed[-1]) * DAY
         return self._move(state, path, at, "silence")
 
-    def _snapshot(self, state: MemberState, at: float, x: dict[str, float], s: _Scored) -> None:
+    def _snapshot(self, state: MemberState, at: float, s: _Scored) -> None:
         config = self.config
         churn_ticket = conversion_ticket = None
-        if x["recency_days"] < config.churn_window_days and (
+        if s.vector[_RECENCY] < config.churn_window_days and (
             state.last_snapshot_at is None
             or at - state.last_snapshot_at >= config.snapshot_interval_days * DAY - 1.0
         ):

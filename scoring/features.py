@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Sequence
 
 from scoring.clock import DAY
 from scoring.decay import decay_factors
@@ -233,6 +234,6 @@ def compute_features(
     )
 
 
-def as_dict(vector: array[float] | list[float]) -> dict[str, float]:
+def as_dict(vector: Sequence[float]) -> dict[str, float]:
     """``{name: value}`` for river; a shorter vector (older snapshot) gives fewer features."""
     return dict(zip(FEATURE_NAMES, vector, strict=False))

@@ -8,7 +8,9 @@ Rules, in the order they are tried:
 
 1. A cancellation or lapse that leaves no active policy: any stage -> ``lapsed``.
 2. Activity from a ``lapsed`` member: -> ``reactivated`` (rules 3-5 may then move on).
-3. ``policy_purchased`` / ``policy_renewed``: -> ``loyal``.
+3. ``policy_purchased`` / ``policy_renewed``: -> ``loyal``; so does any event of a
+   potential / intent / decision member found to hold a policy bought before the
+   events began (a claim names it).
 4. ``application_started`` without a policy, from potential / intent / reactivated:
    -> ``decision``.
 5. Intent without a policy (a quote, or heavy product content: guides and
@@ -115,7 +117,8 @@ def on_event(
     if event_type in ("policy_purchased", "policy_renewed"):
         target = _L
     elif facts.has_policy:
-        pass
+        if current in (_P, _I, _D):  # a policy bought before the events began (a claim)
+            target = _L
     elif event_type == "application_started" and current in (_P, _I, _RE):
         target = _D
     elif (event_type == "quote_requested" or facts.intent) and current in (_P, _RE):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from river import drift, linear_model, optim, preprocessing
 
 from scoring.config import ScoringConfig
 from scoring.engagement import PopulationCalibrator
+from scoring.features import FEATURE_NAMES, as_dict
 from scoring.priors import LinearPrior, churn_prior, conversion_prior, sigmoid
 from scoring.validation import ProgressiveValidation, log_loss_of
 
@@ -69,11 +70,12 @@ class Learner:
         self.labels = 0
         self.positives = 0
         self._compiled: dict[str, tuple[float, float]] | None = None
+        self._vectors: tuple[list[float], list[float]] | None = None
         self._intercept = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_compiled"] = None  # a cache: checkpoints stay canonical and small
+        state["_compiled"] = state["_vectors"] = None  # caches: checkpoints stay small
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -92,6 +94,20 @@ class Learner:
             self._compiled = compiled
             self._intercept = float(self.regression.intercept)
         return compiled
+
+    def _aligned(self) -> tuple[list[float], list[float]]:
+        vectors = self._vectors
+        if vectors is None:
+            compiled = self._parameters()
+            pairs = [compiled.get(name, (0.0, 0.0)) for name in FEATURE_NAMES]
+            vectors = self._vectors = ([p[0] for p in pairs], [p[1] for p in pairs])
+        return vectors
+
+    def contributions_vector(self, vector: Sequence[float]) -> tuple[float, list[float]]:
+        """Log-odds and per-feature contributions of a vector in FEATURE_NAMES order."""
+        scales, means = self._aligned()
+        terms = [a * (v - m) for a, v, m in zip(scales, vector, means, strict=False)]
+        return self._intercept + sum(terms), terms
 
     def predict(self, x: Mapping[str, float]) -> float:
         """Probability of the positive class."""
@@ -119,7 +135,7 @@ class Learner:
     def learn_scaled(self, scaled: dict[str, float], y: int) -> None:
         """Learn one example already standardised by the shared scaler."""
         self.regression.learn_one(scaled, bool(y))
-        self._compiled = None
+        self._compiled = self._vectors = None
         self.labels += 1
         self.positives += y
 
@@ -197,6 +213,18 @@ class ModelSlot:
             return Served(self.champion.predict(x), self.version, True, [])
         p, contributions = self.champion.explain(x)
         return Served(p, self.version, True, _top(contributions, self.config.top_drivers))
+
+    def serve_vector(self, vector: Sequence[float], explain: bool = False) -> Served:
+        """:meth:`serve` for a vector in FEATURE_NAMES order (the engine's fast path)."""
+        if self.generation == 0:
+            return self.serve(as_dict(vector), explain)
+        logit, terms = self.champion.contributions_vector(vector)
+        if not explain:
+            return Served(sigmoid(logit), self.version, True, [])
+        n = self.config.top_drivers
+        ranked = heapq.nlargest(n, zip(map(abs, terms), FEATURE_NAMES, terms, strict=False))
+        drivers = [(name, round(value, 6)) for size, name, value in ranked if size > 0.0]
+        return Served(sigmoid(logit), self.version, True, drivers)
 
     def learn(self, x: Mapping[str, float], y: int, served: float) -> tuple[bool, bool]:
         """Score a delayed label, then learn it. Returns (drift detected, promoted)."""

@@ -96,9 +96,8 @@ def tansu_binary() -> str:
 class EmbeddedBroker:
     """A Tansu broker on a free loopback port, owned by this process.
 
-    >>> with EmbeddedBroker() as broker:  # doctest: +SKIP
-    ...     print(broker.bootstrap)
-    127.0.0.1:41733
+    Use it as a context manager (``with EmbeddedBroker() as broker:``) and give
+    ``broker.bootstrap`` to clients; leaving the block stops it by PID.
     """
 
     def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:

@@ -1,8 +1,7 @@
 """The producer helper for upstream apps: validate, route by event type, key by member.
 
->>> producer = PulseProducer("127.0.0.1:9092")  # doctest: +SKIP
->>> producer.send({"event_id": "...", "event_type": "quiz_answered", ...})  # doctest: +SKIP
->>> producer.flush()  # doctest: +SKIP
+Usage: ``producer = PulseProducer("kafka:9092")``, then ``producer.send(event)`` per
+event (a model or a dict) and ``producer.flush()`` before exiting.
 
 Idempotent (``enable.idempotence``), ``acks=all``, keyed by ``member_id`` with
 the murmur2 partitioner that Java clients and Faust use, so every event of a

@@ -116,18 +116,24 @@ class StreamScorer:
             if wm is not None:
                 self.metrics.event_time_watermark.labels(str(partition)).set(wm.timestamp())
         self.partition_of.update(touched)
-        self._emit(records, sink)
+        deliveries = await self._emit(records, sink)
         self._checkpoint(touched, max(latest.values()) if latest else None, sink)
+        for delivery in deliveries:  # scores are on pulse.scores before the batch is acked
+            await delivery
 
-    def _emit(self, records: list[tuple[Inbound | None, Any]], sink: ClickHouseSink) -> None:
+    async def _emit(
+        self, records: list[tuple[Inbound | None, Any]], sink: ClickHouseSink
+    ) -> list[Any]:
+        deliveries: list[Any] = []
         scores: list[dict[str, Any]] = []
         transitions: list[dict[str, Any]] = []
         metrics_rows: list[dict[str, Any]] = []
         wall = time.time()
         for item, record in records:
             if isinstance(record, ScoreRecord):
-                scores.append(self._score_row(record))
-                self._publish_score(record)
+                row = self._score_row(record)
+                scores.append(row)
+                deliveries.append(await self._publish_score(record, row))
                 self.metrics.scores_emitted.labels(record.trigger).inc()
                 if item is not None and item.timestamp is not None:
                     self.metrics.freshness.observe(max(0.0, wall - item.timestamp))
@@ -152,6 +158,7 @@ class StreamScorer:
             sink.add("lifecycle_transitions", transitions)
         if metrics_rows:
             sink.add("model_metrics", metrics_rows)
+        return deliveries
 
     def _score_row(self, record: ScoreRecord) -> dict[str, Any]:
         return {
@@ -186,10 +193,19 @@ class StreamScorer:
             self.metrics.model_drift.labels(record.model).inc()
         return row
 
-    def _publish_score(self, record: ScoreRecord) -> None:
-        """``pulse.scores`` keeps the member id (the topic is internal); ClickHouse never does."""
-        value = json.dumps(record.to_row(), default=str, separators=(",", ":")).encode()
-        self.runtime.faust.scores.send_soon(key=record.member_id.encode(), value=value)
+    async def _publish_score(self, record: ScoreRecord, row: dict[str, Any]) -> Any:
+        """``pulse.scores`` keeps the member id (the topic is internal); ClickHouse never does.
+
+        Returns the delivery future."""
+        message = {
+            **row,
+            "member_id": record.member_id,
+            "scored_at": record.scored_at.isoformat(),
+            "last_event_at": record.last_event_at.isoformat(),
+        }
+        message.pop("version")
+        value = json.dumps(message, separators=(",", ":")).encode()
+        return await self.runtime.faust.scores.send(key=record.member_id.encode(), value=value)
 
     def _count(self, record: ScoreRecord) -> None:
         previous = self._last.get(record.member_id)

@@ -106,3 +106,11 @@ def test_rules_are_pure() -> None:
     assert on_event("lapsed", "policy_lapsed", False, True, prospect) == []
     heavy_reader = Facts(has_policy=False, engaged=False, intent=True, risk_high=False)
     assert on_event("potential", "content_viewed", True, False, heavy_reader) == ["intent"]
+
+
+def test_a_policy_known_from_a_claim_makes_a_member_loyal(make_event: MakeEvent) -> None:
+    engine = ScoringEngine()
+    engine.process(make_event("content_viewed", "m-1", 0))
+    moves = _moves(engine.process(make_event("claim_filed", "m-1", 1)))
+    assert moves == [("potential", "loyal", "claim_filed")]
+    assert engine.states["m-1"].active_policies == 1
