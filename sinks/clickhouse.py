@@ -272,7 +272,9 @@ class EventIdIndex:
                 delay = min(self.retry_max_seconds, 0.2 * 2 ** min(attempt, 8))
                 log.warning(
                     "event-id lookup failed (%s: %s); retrying in %.1fs",
-                    type(exc).__name__, str(exc).splitlines()[0][:160], delay,
+                    type(exc).__name__,
+                    str(exc).splitlines()[0][:160],
+                    delay,
                 )
                 await asyncio.sleep(delay)
         return known

@@ -145,8 +145,8 @@ _SCORING = Migration(
         ORDER BY (model, at, model_version)
         SETTINGS non_replicated_deduplication_window = 1000
         """,
-        f"""
-        CREATE TABLE IF NOT EXISTS {{db}}.member_state (
+        """
+        CREATE TABLE IF NOT EXISTS {db}.member_state (
             member_id String COMMENT 'pseudonym',
             source_partition UInt16,
             version UInt64,

@@ -37,7 +37,7 @@ def _inbound(event: EventT) -> Inbound:
         key=message.key,
         value=bytes(value or b""),
         timestamp=message.timestamp,
-        ack=event.ack,
+        ack=lambda: None if event.ack() else None,
     )
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from schemas.errors import PulseError
 
@@ -133,7 +133,9 @@ class EmbeddedBroker:
             self.stop()
             raise
         if self.process.poll() is not None:
-            raise BrokerError(f"tansu exited with {self.process.returncode} (port {self.port} taken?)")
+            raise BrokerError(
+                f"tansu exited with {self.process.returncode} (port {self.port} taken?)"
+            )
         log.info("embedded Tansu broker on %s (pid %s)", self.bootstrap, self.process.pid)
         return self
 

@@ -76,7 +76,9 @@ def _status_line(status: dict[str, Any], rate: float) -> str:
 def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings()
     if read_instance(settings):
-        print(f"a Pulse worker already runs on {settings.data_path}; stop it first", file=sys.stderr)
+        print(
+            f"a Pulse worker already runs on {settings.data_path}; stop it first", file=sys.stderr
+        )
         return 2
     stop = threading.Event()
     _stop_on_signals(stop)
@@ -87,10 +89,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(
             f"\n  Kafka       {runtime.bootstrap}"
             f"{' (embedded Tansu)' if settings.embedded_kafka else ''}\n"
-            f"  ClickHouse  {runtime.status()['clickhouse']}, database {settings.clickhouse_database}"
-            f"\n  metrics     {http}/metrics\n"
-            f'  query       pulse query "SELECT event_type, count() FROM events GROUP BY event_type"'
-            f"\n  stop        Ctrl-C\n",
+            f"  ClickHouse  {runtime.status()['clickhouse']}, "
+            f"database {settings.clickhouse_database}\n"
+            f"  metrics     {http}/metrics\n"
+            '  query       pulse query "SELECT event_type, count() FROM events GROUP BY event_type"'
+            "\n  stop        Ctrl-C\n",
             flush=True,
         )
         if args.simulate:
@@ -160,7 +163,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             read_lines(path), progress=lambda n: print(f"  published {n:,} lines", flush=True)
         )
         targets = dict(report.last_offsets)
-        print(f"published {report.published:,} of {report.lines:,} lines; processing ...", flush=True)
+        print(
+            f"published {report.published:,} of {report.lines:,} lines; processing ...", flush=True
+        )
 
         def done() -> bool:
             if runtime.faust.crashed is not None:
@@ -186,7 +191,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _replay_into_running(path: Path, settings: Settings, running: dict[str, Any], timeout: float) -> int:
+def _replay_into_running(
+    path: Path, settings: Settings, running: dict[str, Any], timeout: float
+) -> int:
     """Publish into a running worker's broker and follow its /status until it caught up."""
     import json
 
@@ -198,7 +205,9 @@ def _replay_into_running(path: Path, settings: Settings, running: dict[str, Any]
             return result
 
     before = status()["processed"]
-    report = Publisher(running["kafka_bootstrap"], settings.topic_prefix).publish_lines(read_lines(path))
+    report = Publisher(running["kafka_bootstrap"], settings.topic_prefix).publish_lines(
+        read_lines(path)
+    )
     print(f"published {report.published:,} lines to the running worker (pid {running['pid']})")
 
     def caught_up() -> bool:
@@ -292,7 +301,8 @@ def cmd_schemas_export(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from streams.evaluate import run_evaluation
 
-    return run_evaluation(args)
+    result: int = run_evaluation(args)
+    return result
 
 
 # --- parser --------------------------------------------------------------------
@@ -305,7 +315,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--days", type=int, default=days, help="days of event time")
         p.add_argument("--seed", type=int, default=7, help="random seed (reproducible)")
         p.add_argument(
-            "--speed", type=float, default=20_000.0,
+            "--speed",
+            type=float,
+            default=20_000.0,
             help="event-time seconds per wall-clock second (0: as fast as possible)",
         )
 

@@ -22,11 +22,11 @@ class SettingsError(PulseError):
 
 def _env(name: str, default: str, doc: str) -> str:
     # `field` metadata carries the variable name and its documentation.
-    return field(default=default, metadata={"env": name, "doc": doc})  # type: ignore[return-value]
+    return field(default=default, metadata={"env": name, "doc": doc})
 
 
 def _num(name: str, default: float | int, doc: str) -> float:
-    return field(default=default, metadata={"env": name, "doc": doc})  # type: ignore[return-value]
+    return field(default=default, metadata={"env": name, "doc": doc})
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,9 @@ class Settings:
     )
     topic_prefix: str = _env("PULSE_TOPIC_PREFIX", "pulse.", "Prefix of every topic name.")
     partitions: int = _num(  # type: ignore[assignment]
-        "PULSE_PARTITIONS", 4, "Partitions of the topics Pulse creates (input topics co-partitioned)."
+        "PULSE_PARTITIONS",
+        4,
+        "Partitions of the topics Pulse creates (input topics co-partitioned).",
     )
     app_id: str = _env(
         "PULSE_APP_ID", "pulse", "Faust application id: the consumer group and changelog names."
@@ -48,10 +50,13 @@ class Settings:
     clickhouse_url: str = _env(
         "PULSE_CLICKHOUSE_URL",
         "",
-        "ClickHouse server URL (http[s]://user:pass@host:port). Empty: embedded chDB in the data dir.",
+        "ClickHouse server URL (http[s]://user:pass@host:port). "
+        "Empty: embedded chDB in the data dir.",
     )
     clickhouse_database: str = _env(
-        "PULSE_CLICKHOUSE_DATABASE", "pulse", "ClickHouse database holding Pulse's tables and views."
+        "PULSE_CLICKHOUSE_DATABASE",
+        "pulse",
+        "ClickHouse database holding Pulse's tables and views.",
     )
     data_dir: str = _env(
         "PULSE_DATA_DIR", "./.pulse", "Local data: the embedded ClickHouse, Faust state, run files."
@@ -102,7 +107,9 @@ class Settings:
         "PULSE_CHURN_WINDOW_DAYS", 30, "Event-time days of silence after which a member churned."
     )
     conversion_window_days: float = _num(
-        "PULSE_CONVERSION_WINDOW_DAYS", 90, "Event-time days in which a purchase counts as converted."
+        "PULSE_CONVERSION_WINDOW_DAYS",
+        90,
+        "Event-time days in which a purchase counts as converted.",
     )
     log_level: str = _env("PULSE_LOG_LEVEL", "warn", "crit, error, warn, info or debug.")
 
@@ -126,7 +133,9 @@ class Settings:
                 else:
                     values[f.name] = raw
             except ValueError:
-                raise SettingsError(f"{name}={raw!r} is not a valid {type(f.default).__name__}") from None
+                raise SettingsError(
+                    f"{name}={raw!r} is not a valid {type(f.default).__name__}"
+                ) from None
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
         return settings

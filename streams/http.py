@@ -42,12 +42,15 @@ class PulseHTTPServer:
         handler = _handler(registry, status, query)
         self.server = ThreadingHTTPServer((host, port), handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="pulse-http", daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, name="pulse-http", daemon=True
+        )
 
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        name = host.decode() if isinstance(host, bytes) else host
+        return f"http://{name}:{port}"
 
     def start(self) -> PulseHTTPServer:
         self.thread.start()

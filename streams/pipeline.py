@@ -112,9 +112,7 @@ class Pipeline:
                 self.rejected += 1
                 m.events_rejected.labels(item.topic, exc.reason).inc()
                 m.dead_letter_published.labels(exc.reason).inc()
-                deliveries.append(
-                    await self.dead_letter(item.key, item.value, _headers(item, exc))
-                )
+                deliveries.append(await self.dead_letter(item.key, item.value, _headers(item, exc)))
                 failed_rows.append(
                     failed_row(
                         item.value,

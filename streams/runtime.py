@@ -191,9 +191,7 @@ class Runtime:
             retry_max_seconds=s.sink_retry_max_seconds,
             observer=MetricsObserver(self.metrics),
         )
-        index = EventIdIndex(
-            connect(s.clickhouse_url, None, s.data_path), s.clickhouse_database
-        )
+        index = EventIdIndex(connect(s.clickhouse_url, None, s.data_path), s.clickhouse_database)
         streams: dict[str, StreamName] = {s.topic(n): n for n in INPUT_STREAMS}  # type: ignore[misc]
         self.pipeline = Pipeline(
             sink=sink,
@@ -209,7 +207,9 @@ class Runtime:
             self.scorer = self.scorer_factory(self)
             self.pipeline.scorer = self.scorer
         self.faust.pipeline = self.pipeline
-        self.metrics.build_info.info({"version": "0.1.0", "kafka": "embedded" if self.broker else "external"})
+        self.metrics.build_info.info(
+            {"version": "0.1.0", "kafka": "embedded" if self.broker else "external"}
+        )
 
         self.thread = _WorkerThread(self.faust.app, s.log_level)
         self.thread.start()

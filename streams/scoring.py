@@ -72,8 +72,8 @@ class StreamScorer:
         db = self.database
         started = time.monotonic()
         rows = client.query(
-            f"SELECT argMax(source_partition, version), argMax(state, version) FROM {db}.member_state "
-            "GROUP BY member_id"
+            "SELECT argMax(source_partition, version), argMax(state, version) "
+            f"FROM {db}.member_state GROUP BY member_id"
         ).result_rows
         for partition, sealed in rows:
             state = MemberState.from_dict(json.loads(self.sealer.open(sealed)))
@@ -87,7 +87,8 @@ class StreamScorer:
         if rows or blob:
             log.warning(
                 "restored %d member states and %s from ClickHouse in %.1fs",
-                len(rows), "a model checkpoint" if blob else "no model checkpoint",
+                len(rows),
+                "a model checkpoint" if blob else "no model checkpoint",
                 time.monotonic() - started,
             )
         self.metrics.members.set(len(self.engine.states))
@@ -183,8 +184,11 @@ class StreamScorer:
 
     def _metrics_row(self, record: ModelMetrics) -> dict[str, Any]:
         row = record.to_row()
-        row.update(at=utc(record.at), drift_detected=int(record.drift_detected),
-                   promoted=int(record.promoted))
+        row.update(
+            at=utc(record.at),
+            drift_detected=int(record.drift_detected),
+            promoted=int(record.promoted),
+        )
         if record.roc_auc is not None:
             self.metrics.model_roc_auc.labels(record.model).set(record.roc_auc)
         if record.log_loss is not None:
@@ -216,7 +220,9 @@ class StreamScorer:
         self.stages[record.lifecycle_stage] += 1
         self.risks[record.churn_risk] += 1
 
-    def _checkpoint(self, touched: dict[str, int], at: datetime | None, sink: ClickHouseSink) -> None:
+    def _checkpoint(
+        self, touched: dict[str, int], at: datetime | None, sink: ClickHouseSink
+    ) -> None:
         """Sealed states of the members this batch touched, and the models, in the same batch."""
         rows = []
         for member_id, partition in touched.items():

@@ -55,24 +55,25 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -
     """The consumer group's committed offsets at the broker: the system of record."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
-        tps = consumer.committed(
-            [TopicPartition(topic, p) for p in range(partitions)], timeout=10
-        )
+        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
         return {tp.partition: tp.offset for tp in tps}
     finally:
         consumer.close()
 
 
-def consume_all(bootstrap: str, topic: str, expect: int, timeout: float = 30.0,
-                settle: float = 2.0) -> list[object]:
+def consume_all(
+    bootstrap: str, topic: str, expect: int, timeout: float = 30.0, settle: float = 2.0
+) -> list[object]:
     """Read a topic from the start until ``expect`` messages arrived and ``settle``
     seconds passed without more (bounded; never trusts watermarks)."""
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topic])
     messages: list[object] = []
     deadline = time.monotonic() + timeout
@@ -102,7 +103,9 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None
         time.sleep(0.1)
 
 
-def run_pulse(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_pulse(
+    args: list[str], env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run the real `pulse` command in a subprocess."""
     return subprocess.run(
         [sys.executable, "-m", "streams.cli", *args],

@@ -30,20 +30,33 @@ PROPERTIES: dict[str, dict[str, Any]] = {
     "quote_requested": {"quote_id": "qt-1", "product_line": "health", "estimated_premium": 3000},
     "application_started": {"application_id": "ap-1", "product_line": "health"},
     "policy_purchased": {
-        "policy_id": "pol-1", "product_line": "health", "premium": 3200.0, "currency": "CNY"
+        "policy_id": "pol-1",
+        "product_line": "health",
+        "premium": 3200.0,
+        "currency": "CNY",
     },
     "policy_renewed": {
-        "policy_id": "pol-1", "product_line": "health", "premium": 3300.0, "currency": "CNY"
+        "policy_id": "pol-1",
+        "product_line": "health",
+        "premium": 3300.0,
+        "currency": "CNY",
     },
     "policy_cancelled": {"policy_id": "pol-1", "product_line": "health", "reason": "price"},
     "policy_lapsed": {"policy_id": "pol-1", "product_line": "health"},
     "claim_filed": {
-        "claim_id": "cl-1", "policy_id": "pol-1", "product_line": "health",
-        "amount": 800.0, "currency": "CNY",
+        "claim_id": "cl-1",
+        "policy_id": "pol-1",
+        "product_line": "health",
+        "amount": 800.0,
+        "currency": "CNY",
     },
     "claim_settled": {
-        "claim_id": "cl-1", "policy_id": "pol-1", "product_line": "health",
-        "amount_paid": 800.0, "currency": "CNY", "outcome": "paid",
+        "claim_id": "cl-1",
+        "policy_id": "pol-1",
+        "product_line": "health",
+        "amount_paid": 800.0,
+        "currency": "CNY",
+        "outcome": "paid",
     },
 }
 assert set(PROPERTIES) == set(EVENT_TYPES)
@@ -93,7 +106,9 @@ def replay_lines(valid: int, broken: int, *, seed: int = 1) -> list[bytes]:
         if kind == 0:
             line = b'{"event_id": "broken-json", "event_type": '  # truncated JSON
         elif kind == 1:
-            line = json.dumps({**event("post_created", member), "event_type": "teleported"}).encode()
+            line = json.dumps(
+                {**event("post_created", member), "event_type": "teleported"}
+            ).encode()
         elif kind == 2:
             doc = event("survey_answered", member)
             doc["properties"] = {"nps": "eleven"}  # wrong type

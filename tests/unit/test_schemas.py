@@ -50,8 +50,14 @@ def test_twenty_five_types_in_two_streams() -> None:
         (b"[1, 2]", InvalidJson),
         (b"\xff\xfe", InvalidJson),
         (raw({**event("post_created"), "event_type": "teleported"}), UnknownEventType),
-        (raw({k: v for k, v in event("post_created").items() if k != "event_type"}), UnknownEventType),
-        (raw({k: v for k, v in event("post_created").items() if k != "member_id"}), SchemaViolation),
+        (
+            raw({k: v for k, v in event("post_created").items() if k != "event_type"}),
+            UnknownEventType,
+        ),
+        (
+            raw({k: v for k, v in event("post_created").items() if k != "member_id"}),
+            SchemaViolation,
+        ),
         (raw({**event("post_created"), "event_id": "not-a-uuid"}), SchemaViolation),
         (raw({**event("post_created"), "occurred_at": "2026-03-01T09:00:00"}), SchemaViolation),
         (raw({**event("post_created"), "channel": "fax"}), SchemaViolation),
@@ -100,8 +106,13 @@ def test_unknown_fields_of_a_newer_minor_version_are_ignored() -> None:
 
 def test_reasons_are_bounded_and_stable() -> None:
     assert REJECT_REASONS == (
-        "oversize", "invalid_json", "unknown_event_type", "schema_violation",
-        "future_timestamp", "key_mismatch", "wrong_topic",
+        "oversize",
+        "invalid_json",
+        "unknown_event_type",
+        "schema_violation",
+        "future_timestamp",
+        "key_mismatch",
+        "wrong_topic",
     )
 
 
