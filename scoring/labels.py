@@ -10,8 +10,11 @@ A *snapshot* is the member's feature vector at one instant, with one open
   window's end makes the label exactly the business definition (a member who keeps
   visiting while drifting away and then cancels is a churner), which is the signal
   a model needs to beat plain recency.
-* **conversion** (members without an active policy): ``1`` on a purchase within
-  the conversion window; ``0`` when it ends.
+* **conversion** (members without an active policy): ``1`` if a policy was bought
+  within the conversion window, ``0`` if not, settled as of the window's end. A
+  purchase is known early but waits for the window too: purchases come within days
+  and non-purchases only after 90, so learning positives at once would teach the
+  model, for its first three months, that everyone converts.
 
 Only events after the snapshot count. An event that arrives after a ticket's
 deadline resolves it as the deadline would have (churned / not converted), so
@@ -89,13 +92,13 @@ def resolve_on_event(state: MemberState, applied: Applied) -> list[Resolution]:
         ticket = snap.conversion
         if ticket is not None:
             if at > ticket.deadline:
+                label = 1 if ticket.active else 0
                 out.append(
-                    Resolution("conversion", snap.at, snap.features, ticket, 0, ticket.deadline)
+                    Resolution("conversion", snap.at, snap.features, ticket, label, ticket.deadline)
                 )
                 snap.conversion = None
             elif bought:
-                out.append(Resolution("conversion", snap.at, snap.features, ticket, 1, at))
-                snap.conversion = None
+                ticket.active = True
     if out:
         state.pending = [s for s in state.pending if s.is_open]
     return out
@@ -112,7 +115,10 @@ def resolve_expired(state: MemberState, at: float) -> list[Resolution]:
             snap.churn = None
         ticket = snap.conversion
         if ticket is not None and ticket.deadline <= at:
-            out.append(Resolution("conversion", snap.at, snap.features, ticket, 0, ticket.deadline))
+            label = 1 if ticket.active else 0
+            out.append(
+                Resolution("conversion", snap.at, snap.features, ticket, label, ticket.deadline)
+            )
             snap.conversion = None
     if out:
         state.pending = [s for s in state.pending if s.is_open]

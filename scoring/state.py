@@ -59,8 +59,9 @@ class Ticket:
 
     ``served`` is the probability published at snapshot time (prior or model),
     ``version`` what produced it; validation scores ``served`` once the label arrives.
-    ``active`` records that the member was active after the snapshot (a churn ticket
-    then settles as retained at its deadline, unless a cancellation comes first).
+    ``active`` records what was seen after the snapshot: activity for a churn ticket
+    (it then settles as retained at its deadline, unless a cancellation comes first),
+    a purchase for a conversion ticket (it settles as converted at its deadline).
     """
 
     __slots__ = ("deadline", "served", "version", "active")
