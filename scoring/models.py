@@ -38,7 +38,7 @@ from scoring.features import FEATURE_NAMES, as_dict
 from scoring.priors import LinearPrior, churn_prior, conversion_prior, sigmoid
 from scoring.validation import ProgressiveValidation, log_loss_of
 
-__all__ = ["Learner", "Served", "ModelSlot", "ModelBank", "CHURN", "CONVERSION"]
+__all__ = ["Learner", "Served", "ModelSlot", "ModelBank", "CHURN", "CONVERSION", "CLIP"]
 
 CHURN = "churn"
 CONVERSION = "conversion"
@@ -47,16 +47,28 @@ CONVERSION = "conversion"
 _ADWIN: Any = drift.ADWIN
 
 
+#: Standardised values are clipped to +-CLIP: a rare feature's tiny early variance
+#: must not turn one member's value into an extreme log-odds.
+CLIP = 5.0
+
+_Compiled = tuple[float, float, float, float]  # weight / std, mean, lowest, highest raw value
+
+
+def clip_scaled(scaled: dict[str, float]) -> dict[str, float]:
+    """Standardised features clipped to +-CLIP."""
+    return {k: CLIP if v > CLIP else -CLIP if v < -CLIP else v for k, v in scaled.items()}
+
+
 class Learner:
-    """A logistic regression on standardised features, and its label counts.
+    """A logistic regression on standardised, clipped features, and its label counts.
 
     Champion and challenger share their slot's ``StandardScaler`` (feature
     statistics do not depend on the learner), so together they form two river
     pipelines ``StandardScaler | LogisticRegression`` that standardise once.
-    Serving reads the parameters compiled into one plain dict
-    (``feature -> (weight / std, mean)``), rebuilt after each learning step: the
-    same arithmetic as the pipeline, several times faster, and it yields each
-    feature's contribution to the log-odds on the way.
+    Serving reads the parameters compiled per feature into ``(weight / std, mean,
+    lowest, highest)`` -- the clipping bounds in raw units -- rebuilt after each
+    learning step: the same arithmetic as the pipeline, several times faster, and
+    it yields each feature's contribution to the log-odds on the way.
     """
 
     def __init__(self, scaler: Any, learning_rate: float, l2: float, seed: int) -> None:
@@ -69,8 +81,8 @@ class Learner:
         )
         self.labels = 0
         self.positives = 0
-        self._compiled: dict[str, tuple[float, float]] | None = None
-        self._vectors: tuple[list[float], list[float]] | None = None
+        self._compiled: dict[str, _Compiled] | None = None
+        self._vectors: tuple[list[float], list[float], list[float], list[float]] | None = None
         self._intercept = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
@@ -81,7 +93,7 @@ class Learner:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
-    def _parameters(self) -> dict[str, tuple[float, float]]:
+    def _parameters(self) -> dict[str, _Compiled]:
         compiled = self._compiled
         if compiled is None:
             weights = self.regression._weights
@@ -89,35 +101,37 @@ class Learner:
             compiled = {}
             for name, mean in self.scaler.means.items():
                 variance = variances.get(name, 0.0)
-                scale = weights.get(name, 0.0) / math.sqrt(variance) if variance > 0 else 0.0
-                compiled[name] = (scale, mean)
+                if variance > 0:
+                    std = math.sqrt(variance)
+                    slope = weights.get(name, 0.0) / std
+                    compiled[name] = (slope, mean, mean - CLIP * std, mean + CLIP * std)
+                else:
+                    compiled[name] = (0.0, mean, -math.inf, math.inf)
             self._compiled = compiled
             self._intercept = float(self.regression.intercept)
         return compiled
 
-    def _aligned(self) -> tuple[list[float], list[float]]:
+    def _aligned(self) -> tuple[list[float], list[float], list[float], list[float]]:
         vectors = self._vectors
         if vectors is None:
             compiled = self._parameters()
-            pairs = [compiled.get(name, (0.0, 0.0)) for name in FEATURE_NAMES]
-            vectors = self._vectors = ([p[0] for p in pairs], [p[1] for p in pairs])
+            rows = [compiled.get(name, (0.0, 0.0, -math.inf, math.inf)) for name in FEATURE_NAMES]
+            vectors = self._vectors = (
+                [r[0] for r in rows],
+                [r[1] for r in rows],
+                [r[2] for r in rows],
+                [r[3] for r in rows],
+            )
         return vectors
 
     def contributions_vector(self, vector: Sequence[float]) -> tuple[float, list[float]]:
         """Log-odds and per-feature contributions of a vector in FEATURE_NAMES order."""
-        scales, means = self._aligned()
-        terms = [a * (v - m) for a, v, m in zip(scales, vector, means, strict=False)]
+        slopes, means, lows, highs = self._aligned()
+        terms = [
+            a * ((hi if v > hi else lo if v < lo else v) - m)
+            for a, v, m, lo, hi in zip(slopes, vector, means, lows, highs, strict=False)
+        ]
         return self._intercept + sum(terms), terms
-
-    def predict(self, x: Mapping[str, float]) -> float:
-        """Probability of the positive class."""
-        compiled = self._parameters()
-        logit = self._intercept
-        for name, value in x.items():
-            parameters = compiled.get(name)
-            if parameters is not None:
-                logit += parameters[0] * (value - parameters[1])
-        return sigmoid(logit)
 
     def explain(self, x: Mapping[str, float]) -> tuple[float, list[tuple[str, float]]]:
         """The probability and each feature's contribution to the log-odds."""
@@ -125,15 +139,20 @@ class Learner:
         contributions = []
         logit = self._intercept
         for name, value in x.items():
-            parameters = compiled.get(name)
-            if parameters is not None:
-                contribution = parameters[0] * (value - parameters[1])
+            row = compiled.get(name)
+            if row is not None:
+                a, m, lo, hi = row
+                contribution = a * ((hi if value > hi else lo if value < lo else value) - m)
                 logit += contribution
                 contributions.append((name, contribution))
         return sigmoid(logit), contributions
 
+    def predict(self, x: Mapping[str, float]) -> float:
+        """Probability of the positive class."""
+        return self.explain(x)[0]
+
     def learn_scaled(self, scaled: dict[str, float], y: int) -> None:
-        """Learn one example already standardised by the shared scaler."""
+        """Learn one example already standardised (and clipped) by the slot."""
         self.regression.learn_one(scaled, bool(y))
         self._compiled = self._vectors = None
         self.labels += 1
@@ -264,7 +283,7 @@ class ModelSlot:
 
         features = dict(x)
         self.scaler.learn_one(features)
-        scaled: dict[str, float] = self.scaler.transform_one(features)
+        scaled = clip_scaled(self.scaler.transform_one(features))
         self.champion.learn_scaled(scaled, y)
         self.challenger.learn_scaled(scaled, y)
         if self.generation == 0 and self._ready(self.champion):

@@ -337,9 +337,9 @@ class MemberState:
             if name in data:
                 setattr(state, name, data[name])
         state.communities = list(data.get("communities", ()))
-        decayed = [float(v) for v in data.get("decayed", ())]
-        if len(decayed) == len(state.decayed):
-            state.decayed = decayed
+        # Kinds are only ever appended: an older, shorter list fills the common prefix.
+        decayed = [float(v) for v in data.get("decayed", ())][: len(state.decayed)]
+        state.decayed[: len(decayed)] = decayed
         state.active_days = array("l", data.get("active_days", ()))
         state.channels = {str(k): int(v) for k, v in data.get("channels", {}).items()}
         state.policies = {

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import consume_all, run_pulse
 from factories import replay_lines
+from helpers import consume_all, run_pulse
 
 from schemas.registry import EVENT_TYPES
 from streams.broker import EmbeddedBroker

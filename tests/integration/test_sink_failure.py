@@ -6,8 +6,8 @@ import json
 import uuid
 
 import pytest
-from conftest import committed_offsets, wait_for
 from factories import event
+from helpers import committed_offsets, wait_for
 
 from sinks.clickhouse import connect
 from streams.config import Settings
@@ -125,7 +125,7 @@ def test_failed_insert_holds_commit_then_recovers_exactly_once(settings: Setting
 
 
 def test_rejects_go_to_dead_letter_and_failed_events(settings: Settings) -> None:
-    from conftest import consume_all
+    from helpers import consume_all
 
     runtime = Runtime(settings, serve_http=False, announce=False).start()
     try:

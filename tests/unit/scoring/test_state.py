@@ -54,6 +54,15 @@ def test_from_dict_tolerates_missing_fields(make_event: MakeEvent) -> None:
     assert restored.channels == {} and restored.pending == [] and restored.stage == ""
 
 
+def test_state_from_a_version_with_fewer_kinds_keeps_its_history(
+    make_event: MakeEvent,
+) -> None:
+    data = _rich_state(make_event).to_dict()
+    data["decayed"] = data["decayed"][:-3]  # as saved before the last kind existed
+    restored = MemberState.from_dict(data)
+    assert restored.decayed[:-3] == data["decayed"] and restored.decayed[-3:] == [0.0] * 3
+
+
 def test_ring_is_bounded_and_forgets_oldest() -> None:
     state = MemberState("m", 0.0)
     for digest in range(100):
