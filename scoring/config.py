@@ -65,6 +65,9 @@ class ScoringConfig:
         validation metrics. ``drift_delta``: ADWIN confidence on the error stream.
         ``challenger_half_life_labels``: forgetting of the recent log losses compared for
         promotion; ``promotion_margin``: relative log-loss improvement a challenger needs.
+        Labels arrive in settlement order, which clusters them by kind (a day's expired
+        silences, a day's returns); a short window would reward a fast learner for
+        tracking that mix rather than for being better.
         ``drift_patience_labels``: labels after a drift during which a promotion may happen.
 
     Idempotency
@@ -105,8 +108,8 @@ class ScoringConfig:
 
     metrics_half_life_labels: float = 5000.0
     drift_delta: float = 0.002
-    challenger_half_life_labels: float = 500.0
-    promotion_margin: float = 0.01
+    challenger_half_life_labels: float = 5000.0
+    promotion_margin: float = 0.02
     drift_patience_labels: int = 2000
 
     recent_event_ids: int = 64

@@ -34,6 +34,7 @@ from scoring.activity import ACTIVITY_TYPES, CHURN_EVENT_TYPES, event_type_of
 from scoring.clock import DAY, from_ts, to_ts
 from scoring.config import ScoringConfig
 from scoring.engine import ScoringEngine
+from scoring.records import ModelMetrics
 
 __all__ = [
     "roc_auc",
@@ -168,7 +169,8 @@ def evaluate_offline(
     ``truth`` (the simulator's per-member ground truth, optional) adds the AUC of
     the churn score against the simulator's own ``churn_at`` within the window.
     Returns a dict of figures (see the module docstring); ``engine`` in it is the
-    :class:`~scoring.engine.EngineStats` of the replay.
+    :class:`~scoring.engine.EngineStats` of the replay, ``model_events`` the drift and
+    promotion records emitted during it.
     """
     cut = to_ts(cutoff)
     churn_end = cut + config.churn_window_days * DAY
@@ -181,6 +183,7 @@ def evaluate_offline(
     churned_after: set[str] = set()
     bought_after: set[str] = set()
     processed = 0
+    model_events: list[dict[str, Any]] = []
     started = time.perf_counter()
     for item in events:
         event = _event(item)
@@ -188,7 +191,9 @@ def evaluate_offline(
         member = event.member_id
         event_type = event_type_of(event)
         if at <= cut:
-            engine.process(event)
+            for record in engine.process(event):
+                if isinstance(record, ModelMetrics):
+                    model_events.append(record.to_row())
             processed += 1
             if event_type in ACTIVITY_TYPES:
                 last_activity[member] = max(at, last_activity.get(member, at))
@@ -231,6 +236,8 @@ def evaluate_offline(
     churn["calibration_error"] = round(expected_calibration_error(table), 4)
     churn["mean_probability"] = round(sum(churn_probs) / max(1, len(churn_probs)), 4)
     churn["model_version"] = engine.models.churn.version
+    churn["drifts"] = engine.models.churn.drifts
+    churn["promotions"] = engine.models.churn.promotions
     if truth is not None:
         truth_churn = {
             str(t["member_id"])
@@ -254,6 +261,8 @@ def evaluate_offline(
         },
     )
     conversion["model_version"] = engine.models.conversion.version
+    conversion["drifts"] = engine.models.conversion.drifts
+    conversion["promotions"] = engine.models.conversion.promotions
     return {
         "cutoff": from_ts(cut).isoformat(),
         "events_replayed": processed,
@@ -262,5 +271,6 @@ def evaluate_offline(
         "churn": churn,
         "conversion": conversion,
         "model_metrics": [m.to_row() for m in engine.model_metrics(cutoff)],
+        "model_events": model_events,
         "engine": engine.stats,
     }

@@ -15,7 +15,8 @@ Each target (``churn``, ``conversion``) has a :class:`ModelSlot`:
   After a drift, for ``drift_patience_labels`` labels,
   the challenger is promoted when its recent log loss (exponentially forgotten,
   ``challenger_half_life_labels``) beats the champion's by ``promotion_margin``.
-  The version then bumps (``-v2``...) and a fresh challenger starts.
+  The version then bumps (``-v2``...), the promoted model continues at the
+  champion's steadier learning rate, and a fresh challenger starts.
 
 Every label is first scored (delayed progressive validation of what was served,
 :mod:`scoring.validation`; champion and challenger predict it before learning),
@@ -150,6 +151,11 @@ class Learner:
     def predict(self, x: Mapping[str, float]) -> float:
         """Probability of the positive class."""
         return self.explain(x)[0]
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        """Change the SGD step of the weights and the intercept (keeping what was learned)."""
+        self.regression.optimizer = optim.SGD(learning_rate)
+        self.regression.intercept_lr = optim.schedulers.Constant(learning_rate)
 
     def learn_scaled(self, scaled: dict[str, float], y: int) -> None:
         """Learn one example already standardised (and clipped) by the slot."""
@@ -301,6 +307,8 @@ class ModelSlot:
 
     def _promote(self) -> None:
         self.champion = self.challenger
+        # fast to adapt as a challenger, steady as a champion
+        self.champion.set_learning_rate(self.config.learning_rate)
         self.champion_loss = self.challenger_loss
         self.challenger = self._new_challenger()
         self.challenger_loss = None

@@ -7,7 +7,7 @@ itself the same way the learned model does (``weight * value`` per feature).
   A member active today reads 0.12, silent for half the window 0.50, for the
   whole window 0.88.
 * **Conversion** (intent-based): a low base rate raised by a recent quote or
-  application and by product content, lowered by silence.
+  application and product content, lowered by time since the last activity.
 
 >>> prior = churn_prior(30.0)
 >>> round(prior.predict({"recency_days": 15.0}), 2), round(prior.predict({}), 2)
@@ -59,12 +59,13 @@ def churn_prior(churn_window_days: float) -> LinearPrior:
 def conversion_prior() -> LinearPrior:
     """The intent prior of conversion within the conversion window."""
     return LinearPrior(
-        -3.5,
+        -2.5,
         (
             ("quote_recent", 1.5, 1.0),
             ("application_recent", 2.0, 1.0),
             ("lvl_intent", 0.8, 3.0),
             ("lvl_product", 0.3, 3.0),
+            ("log_recency", -0.6, 5.0),
             ("silent_14", -1.0, 1.0),
         ),
     )

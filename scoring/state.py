@@ -58,27 +58,35 @@ class Ticket:
     """One open delayed label of a snapshot: until when it may arrive, and what was served.
 
     ``served`` is the probability published at snapshot time (prior or model),
-    ``version`` what produced it; validation scores ``served`` once the label arrives.
-    ``active`` records what was seen after the snapshot: activity for a churn ticket
-    (it then settles as retained at its deadline, unless a cancellation comes first),
-    a purchase for a conversion ticket (it settles as converted at its deadline).
+    ``version`` what produced it; validation scores ``served`` once the label settles.
+    What happened since the snapshot is recorded as it happens: ``active`` (the member
+    was active again) and ``positive`` (a cancellation or lapse for a churn ticket, a
+    purchase for a conversion ticket). The label settles when the window closes.
     """
 
-    __slots__ = ("deadline", "served", "version", "active")
+    __slots__ = ("deadline", "served", "version", "active", "positive")
 
-    def __init__(self, deadline: float, served: float, version: str, active: bool = False) -> None:
+    def __init__(
+        self,
+        deadline: float,
+        served: float,
+        version: str,
+        active: bool = False,
+        positive: bool = False,
+    ) -> None:
         self.deadline = deadline
         self.served = served
         self.version = version
         self.active = active
+        self.positive = positive
 
     def to_list(self) -> list[Any]:
-        return [self.deadline, self.served, self.version, self.active]
+        return [self.deadline, self.served, self.version, self.active, self.positive]
 
     @classmethod
     def from_list(cls, data: list[Any]) -> Ticket:
-        active = bool(data[3]) if len(data) > 3 else False
-        return cls(float(data[0]), float(data[1]), str(data[2]), active)
+        flags = [bool(v) for v in data[3:5]] + [False] * (5 - len(data))
+        return cls(float(data[0]), float(data[1]), str(data[2]), flags[0], flags[1])
 
 
 class Snapshot:

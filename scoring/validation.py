@@ -6,8 +6,9 @@ goes into a :class:`ProgressiveValidation`. Its figures cover recent labels:
 each label weighs ``2 ** (1 / half_life)`` times the previous one (exponential
 forgetting, O(1) per label), so a model that degrades shows it.
 
-* ROC AUC from two 200-bin histograms of predictions (positives and negatives),
-  ties within a bin counting one half;
+* ROC AUC from two histograms of predictions (positives and negatives) binned on
+  the log-odds scale (320 bins of 0.1 between -16 and 16, so a model whose
+  probabilities are all small is still resolved), ties within a bin counting one half;
 * log loss (predictions clipped to [1e-7, 1 - 1e-7]);
 * expected calibration error over 10 equal-width bins: the weighted mean of
   ``|mean prediction - observed rate|`` per bin;
@@ -26,7 +27,9 @@ import math
 
 __all__ = ["ProgressiveValidation", "log_loss_of"]
 
-_AUC_BINS = 200
+_AUC_BINS = 320
+_LOGIT_MIN = -16.0
+_LOGIT_BIN = 0.1
 _CAL_BINS = 10
 _EPS = 1e-7
 _RESCALE_AT = 1e100
@@ -73,7 +76,9 @@ class ProgressiveValidation:
         w = self.weight
         self.labels += 1
         self.positives += y
-        index = min(_AUC_BINS - 1, max(0, int(p * _AUC_BINS)))
+        clipped = min(1.0 - _EPS, max(_EPS, p))
+        logit = math.log(clipped / (1.0 - clipped))
+        index = min(_AUC_BINS - 1, max(0, int((logit - _LOGIT_MIN) / _LOGIT_BIN)))
         (self.pos_hist if y else self.neg_hist)[index] += w
         cal = min(_CAL_BINS - 1, max(0, int(p * _CAL_BINS)))
         self.cal_pred[cal] += w * p

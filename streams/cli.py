@@ -360,7 +360,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="churn/conversion quality vs ground truth")
     evaluate.add_argument("--seed", type=int, default=7)
     evaluate.add_argument("--members", type=int, default=20_000)
-    evaluate.add_argument("--days", type=int, default=180)
+    evaluate.add_argument("--days", type=int, default=270)
     evaluate.add_argument("--timeout", type=float, default=3600)
     evaluate.set_defaults(func=cmd_evaluate)
     return parser

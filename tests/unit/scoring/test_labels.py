@@ -44,12 +44,15 @@ def test_active_then_cancelled_within_the_window_is_churn(make_event: MakeEvent)
     engine = ScoringEngine()
     engine.process(make_event("policy_purchased", "m-1", 0))
     engine.process(make_event("content_viewed", "m-1", 5))
-    labels = _labels(engine.process(make_event("policy_cancelled", "m-1", 20)))
-    # the snapshot at the purchase, and those at 7 and 14 silent days after day 5
+    # recorded now, settled when each window closes
+    assert _labels(engine.process(make_event("policy_cancelled", "m-1", 20))) == []
+    labels = _labels(engine.advance(0, day(70)))
+    # the snapshot at the purchase, and those at 7, 14 and 21 silent days after day 5
     assert [(x.label, x.snapshot_at, x.label_at) for x in labels] == [
-        (1, day(0), day(20)),
-        (1, day(12), day(20)),
-        (1, day(19), day(20)),
+        (1, day(0), day(30)),
+        (1, day(12), day(42)),
+        (1, day(19), day(49)),
+        (1, day(26), day(56)),
     ]
 
 
@@ -75,11 +78,33 @@ def test_silence_snapshots_are_labelled_too(make_event: MakeEvent) -> None:
     assert [x.label_at for x in labels] == [day(30), day(37), day(44), day(51)]
 
 
-def test_cancellation_labels_churned_at_once(make_event: MakeEvent) -> None:
+def test_cancellation_labels_churned_even_if_active(make_event: MakeEvent) -> None:
     engine = ScoringEngine()
     engine.process(make_event("policy_purchased", "m-1", 0))
-    labels = _labels(engine.process(make_event("policy_cancelled", "m-1", 3)))
-    assert [(x.label, x.label_at) for x in labels] == [(1, day(3))]
+    engine.process(make_event("policy_cancelled", "m-1", 3))
+    settled = []
+    for at in (10, 20, 31):  # the member keeps visiting: a churner all the same
+        settled += _labels(engine.process(make_event("content_viewed", "m-1", at)))
+    assert [(x.label, x.snapshot_at, x.label_at) for x in settled] == [(1, day(0), day(30))]
+
+
+def test_no_label_settles_before_its_window_closes(make_event: MakeEvent) -> None:
+    """Cancellations wait like everything else: no label-delay bias between classes."""
+    engine = ScoringEngine()
+    for i in range(20):
+        engine.process(make_event("policy_purchased", f"m-{i}", i * 0.1))
+    for i in range(20):  # the even ones cancel, the odd ones come back
+        kind = "policy_cancelled" if i % 2 == 0 else "content_viewed"
+        engine.process(make_event(kind, f"m-{i}", 2 + i * 0.1))
+    engine.advance(0, day(29.9))
+    assert engine.models.churn.labels_seen == 0
+    labels = []
+    for tick in range(300, 400):
+        for label in _labels(engine.advance(0, day(tick / 10))):
+            assert day(tick / 10) >= label.label_at  # never before the window closed
+            labels.append(label)
+    first = {x.member_id: (x.label, x.label_at) for x in labels if x.snapshot_at < day(2)}
+    assert first == {f"m-{i}": (1 if i % 2 == 0 else 0, day(30 + i * 0.1)) for i in range(20)}
 
 
 def test_event_after_the_deadline_counts_as_churned(make_event: MakeEvent) -> None:

@@ -109,3 +109,18 @@ def test_engine_reports_quality_per_model(make_event: MakeEvent) -> None:
     assert churn.roc_auc == pytest.approx(0.75, abs=0.01)
     assert churn.log_loss is not None and churn.calibration_error is not None
     assert churn.to_row()["drift_detected"] == 0
+
+
+def test_auc_resolves_a_model_whose_probabilities_are_all_small() -> None:
+    rng = random.Random(9)
+    v = ProgressiveValidation(half_life=1e12)
+    labels, scores = [], []
+    for _ in range(5000):
+        y = int(rng.random() < 0.03)
+        p = 0.002 * (1 + rng.random()) * (4 if y else 1)  # all below 0.02
+        v.update(p, y)
+        labels.append(y)
+        scores.append(p)
+    exact = roc_auc(labels, scores)
+    assert exact is not None and exact > 0.9
+    assert v.roc_auc() == pytest.approx(exact, abs=0.02)
