@@ -269,7 +269,16 @@ _BI_VIEWS = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_FOUNDATION, _SCORING, _ALERTS, _BI_VIEWS)
+_ALERT_STATE = Migration(
+    5,
+    "alert engine state in model checkpoints",
+    (
+        "ALTER TABLE {db}.model_checkpoints ADD COLUMN IF NOT EXISTS "
+        "alerts_state String DEFAULT '' COMMENT 'AES-GCM sealed JSON of the alert engine'",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_FOUNDATION, _SCORING, _ALERTS, _BI_VIEWS, _ALERT_STATE)
 
 #: Tables Pulse writes, in the order a batch is flushed: state before the
 #: records derived from it, and ``events`` (the de-duplication record) last.

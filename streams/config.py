@@ -111,6 +111,12 @@ class Settings:
         90,
         "Event-time days in which a purchase counts as converted.",
     )
+    alert_rules: str = _env(
+        "PULSE_ALERT_RULES",
+        "",
+        "TOML file of alert rules (format: scoring/alerts/default_rules.toml). "
+        "Empty: the shipped defaults.",
+    )
     log_level: str = _env("PULSE_LOG_LEVEL", "warn", "crit, error, warn, info or debug.")
 
     @classmethod

@@ -236,6 +236,9 @@ class Runtime:
 
             self.thread.shutdown(drain, timeout=drain_timeout + 30)
             self.thread = None
+        close = getattr(self.scorer, "close", None)
+        if close is not None:
+            close()
         if self.http is not None:
             self.http.stop()
             self.http = None

@@ -18,6 +18,7 @@ applied event ids and change nothing.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -27,7 +28,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from confluent_kafka import KafkaError, Message, Producer
+
 from schemas.envelope import EventBase
+from schemas.errors import PulseError
 from scoring.config import ScoringConfig
 from scoring.engine import ScoringEngine
 from scoring.records import LabelApplied, LifecycleTransition, ModelMetrics, ScoreRecord
@@ -35,6 +39,7 @@ from scoring.state import MemberState
 from sinks.clickhouse import ClickHouseSink
 from sinks.rows import utc
 from sinks.sealing import Sealer
+from streams.alerting import AlertStage, rules_from_settings
 from streams.pipeline import Inbound
 
 if TYPE_CHECKING:
@@ -64,6 +69,26 @@ class StreamScorer:
         self.stages: Counter[str] = Counter()
         self.risks: Counter[str] = Counter()
         self._last: dict[str, tuple[str, str]] = {}  # member -> (stage, risk) as last exported
+        # Scores go out through librdkafka: batched in C, confirmed once per batch.
+        self.scores_topic = runtime.settings.topic("scores")
+        self.producer = Producer(
+            {
+                "bootstrap.servers": runtime.bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "partitioner": "murmur2_random",
+            }
+        )
+        self._delivery_errors: list[str] = []
+        self.alerts = AlertStage(
+            rules_from_settings(runtime.settings.alert_rules),
+            metrics=runtime.metrics,
+            pseudonym=self.pseudonym,
+            sealer=self.sealer,
+            publish=self._produce,
+            topic=runtime.settings.topic("alerts"),
+        )
         self._restore()
 
     # --- restore ---------------------------------------------------------------
@@ -80,10 +105,11 @@ class StreamScorer:
             self.engine.load_member(state, int(partition))
             self.partition_of[state.member_id] = int(partition)
         blob = client.query(
-            f"SELECT blob FROM {db}.model_checkpoints ORDER BY version DESC LIMIT 1"
+            f"SELECT blob, alerts_state FROM {db}.model_checkpoints ORDER BY version DESC LIMIT 1"
         ).result_rows
         if blob:
             self.engine.restore_models(base64.b64decode(blob[0][0]))
+            self.alerts.restore(blob[0][1])
         if rows or blob:
             log.warning(
                 "restored %d member states and %s from ClickHouse in %.1fs",
@@ -117,15 +143,16 @@ class StreamScorer:
             if wm is not None:
                 self.metrics.event_time_watermark.labels(str(partition)).set(wm.timestamp())
         self.partition_of.update(touched)
-        deliveries = await self._emit(records, sink)
+        self._emit(records, sink)
+        self._alert(records, items, latest, sink)
         self._checkpoint(touched, max(latest.values()) if latest else None, sink)
-        for delivery in deliveries:  # scores are on pulse.scores before the batch is acked
-            await delivery
+        # Scores must be on pulse.scores before the batch is acknowledged.
+        remaining = await asyncio.to_thread(self.producer.flush, 60)
+        if remaining or self._delivery_errors:
+            errors, self._delivery_errors = self._delivery_errors[:3], []
+            raise PulseError(f"{remaining} score messages unconfirmed; errors: {errors}")
 
-    async def _emit(
-        self, records: list[tuple[Inbound | None, Any]], sink: ClickHouseSink
-    ) -> list[Any]:
-        deliveries: list[Any] = []
+    def _emit(self, records: list[tuple[Inbound | None, Any]], sink: ClickHouseSink) -> None:
         scores: list[dict[str, Any]] = []
         transitions: list[dict[str, Any]] = []
         metrics_rows: list[dict[str, Any]] = []
@@ -134,7 +161,7 @@ class StreamScorer:
             if isinstance(record, ScoreRecord):
                 row = self._score_row(record)
                 scores.append(row)
-                deliveries.append(await self._publish_score(record, row))
+                self._publish_score(record, row)
                 self.metrics.scores_emitted.labels(record.trigger).inc()
                 if item is not None and item.timestamp is not None:
                     self.metrics.freshness.observe(max(0.0, wall - item.timestamp))
@@ -159,7 +186,6 @@ class StreamScorer:
             sink.add("lifecycle_transitions", transitions)
         if metrics_rows:
             sink.add("model_metrics", metrics_rows)
-        return deliveries
 
     def _score_row(self, record: ScoreRecord) -> dict[str, Any]:
         return {
@@ -197,10 +223,8 @@ class StreamScorer:
             self.metrics.model_drift.labels(record.model).inc()
         return row
 
-    async def _publish_score(self, record: ScoreRecord, row: dict[str, Any]) -> Any:
-        """``pulse.scores`` keeps the member id (the topic is internal); ClickHouse never does.
-
-        Returns the delivery future."""
+    def _publish_score(self, record: ScoreRecord, row: dict[str, Any]) -> None:
+        """``pulse.scores`` keeps the member id (the topic is internal); ClickHouse never does."""
         message = {
             **row,
             "member_id": record.member_id,
@@ -209,7 +233,38 @@ class StreamScorer:
         }
         message.pop("version")
         value = json.dumps(message, separators=(",", ":")).encode()
-        return await self.runtime.faust.scores.send(key=record.member_id.encode(), value=value)
+        self._produce(self.scores_topic, record.member_id.encode(), value)
+
+    def _produce(self, topic: str, key: bytes, value: bytes) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key, on_delivery=self._delivered)
+                return
+            except BufferError:  # librdkafka's queue is full: serve delivery reports first
+                self.producer.poll(0.05)
+
+    def _alert(
+        self,
+        records: list[tuple[Inbound | None, Any]],
+        items: Sequence[tuple[Inbound, EventBase]],
+        latest: dict[int, datetime],
+        sink: ClickHouseSink,
+    ) -> None:
+        scores = [r for _, r in records if isinstance(r, ScoreRecord)]
+        surveys = [
+            (event.community_id, int(event.properties.nps), event.occurred_at)  # type: ignore[attr-defined]
+            for _, event in items
+            if event.event_type == "survey_answered"  # type: ignore[attr-defined]
+            and event.community_id
+            and event.properties.nps is not None  # type: ignore[attr-defined]
+        ]
+        watermarks = [w for p in latest if (w := self.engine.watermark(p)) is not None]
+        alerts = self.alerts.observe(scores, surveys, min(watermarks) if watermarks else None)
+        self.alerts.emit(alerts, sink)
+
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self._delivery_errors.append(str(error))
 
     def _count(self, record: ScoreRecord) -> None:
         previous = self._last.get(record.member_id)
@@ -250,6 +305,7 @@ class StreamScorer:
                         "saved_at": utc(now),
                         "version": time.time_ns() // 1000,
                         "blob": base64.b64encode(self.engine.models_checkpoint()).decode(),
+                        "alerts_state": self.alerts.checkpoint(),
                     }
                 ],
             )
@@ -259,9 +315,18 @@ class StreamScorer:
         for risk, n in self.risks.items():
             self.metrics.members_by_churn_risk.labels(risk).set(n)
 
+    def close(self) -> None:
+        """Flush score and alert messages, stop the webhook thread."""
+        self.producer.flush(30)
+        self.alerts.stop()
+
     # --- what the CLI shows ----------------------------------------------------
     def status(self) -> dict[str, Any]:
-        return {"members": len(self.engine.states), "at_risk": self.risks.get("high", 0)}
+        return {
+            "members": len(self.engine.states),
+            "at_risk": self.risks.get("high", 0),
+            "alerts_fired": self.alerts.fired,
+        }
 
 
 def scorer_factory(runtime: Runtime) -> StreamScorer:
