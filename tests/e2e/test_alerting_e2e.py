@@ -64,7 +64,7 @@ def runtime(settings: Settings) -> Iterator[Runtime]:
         # flushed while rows wait (backlog > 0, last success 0) is what PulseSinkFailing
         # looks for, and with `for: 0s` it would briefly inhibit the marketing alerts.
         producer = PulseProducer(rt.bootstrap, topic_prefix=s.topic_prefix)
-        producer.send(event("post_created", "m-warmup", datetime.now(UTC)))
+        producer.send(event("post_created", "m-warmup", datetime.now(UTC) - timedelta(days=30)))
         producer.flush()
         poll(
             lambda: (
@@ -127,18 +127,28 @@ def _dead_letter_burst(producer: PulseProducer, settings: Settings, n: int = 20)
 
 def _drive_community_rule(runtime: Runtime, producer: PulseProducer) -> str:
     """Make the worker report an active community_* rule; returns how it was done."""
-    if hasattr(runtime.scorer, "alerts"):
+    assert hasattr(runtime.scorer, "alerts"), "the worker runs without its alert stage"
+    if True:  # noqa: SIM108
         # The worker's alert engine exists: a community with 14 days of steady
         # engagement (15 members posting daily), then days with ~10% of it (the default
         # rule fires at 30% below a >= 7-day baseline), published through Kafka like
         # real traffic; the later days move event time past the low day.
         start = datetime.now(UTC) - timedelta(days=20)
-        for day in range(17):
-            members = 15 if day < 14 else 1
-            for member in range(members):
+        for day in range(18):
+            for member in range(15):
                 when = start + timedelta(days=day, hours=8 + member % 8)
-                doc = event("post_created", f"cm-{member:02d}", when, community_id="c-drop")
-                producer.send(doc)
+                if day < 14:  # two weeks of a lively community: 5 posts a member a day
+                    for k in range(5):
+                        doc = event(
+                            "post_created",
+                            f"cm-{member:02d}",
+                            when + timedelta(minutes=k),
+                            community_id="c-drop",
+                        )
+                        producer.send(doc)
+                else:  # then only newcomers who glance at one article a day
+                    doc = event("content_viewed", f"nc-{member:02d}", when, community_id="c-drop")
+                    producer.send(doc)
         producer.flush()
 
         def community_rule_reported() -> bool:
@@ -147,18 +157,14 @@ def _drive_community_rule(runtime: Runtime, producer: PulseProducer) -> str:
                 for metric in runtime.metrics.registry.collect()
                 if metric.name in ("pulse_alerts_active", "pulse_alerts_fired")
                 for s in metric.samples
-                if s.labels.get("rule", "").startswith("community_") and s.value > 0
+                if s.name in ("pulse_alerts_active", "pulse_alerts_fired_total")
+                and s.labels.get("rule", "").startswith("community_")
+                and s.value > 0
             ]
             return bool(samples)
 
         poll(community_rule_reported, TIMEOUT, "the alert engine to report a community_* rule")
         return "scenario through Kafka"
-    # STAND-IN until the worker's alert engine lands: set the metrics the engine will set
-    # (bounded labels rule/severity) directly on the worker's registry. Replace this
-    # with the Kafka scenario above once `runtime.scorer.alerts` exists.
-    runtime.metrics.alerts_active.labels(COMMUNITY_RULE, "warning").set(1)
-    runtime.metrics.alerts_fired.labels(COMMUNITY_RULE, "warning").inc()
-    return "stand-in (metrics set directly)"
 
 
 # --- the test ------------------------------------------------------------------------
