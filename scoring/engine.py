@@ -148,7 +148,9 @@ class ScoringEngine:
             return []
         self.stats.events += 1
         at = to_ts(event.occurred_at)
-        self._clock(partition).observe(at)
+        clock = self._clock(partition)
+        if self.config.clock_from_events:
+            clock.observe(at)
         out = self._fire(partition)
         event_type = event_type_of(event)
         if event_type == "erasure_requested":

@@ -162,8 +162,13 @@ def evaluate_offline(
     truth: Iterable[Mapping[str, Any]] | None,
     cutoff: datetime,
     config: ScoringConfig,
+    served: Mapping[str, tuple[float, float | None]] | None = None,
 ) -> dict[str, Any]:
     """Replay events up to ``cutoff``, score at it, and measure against what came after.
+
+    ``served``, when given, holds the scores a running pipeline stored for each member
+    (churn probability, conversion probability): they replace the in-process engine's
+    as the "model" column; labels and baselines are computed the same way.
 
     ``events`` are typed events or their JSON-ready dicts, in event-time order.
     ``truth`` (the simulator's per-member ground truth, optional) adds the AUC of
@@ -222,7 +227,10 @@ def evaluate_offline(
     rfm = rfm_baseline({m: recency.get(m, 365.0) for m in records}, recent_counts, premium)
 
     churn_labels = [int(m in churned_after or m not in active_after) for m in churn_members]
-    churn_probs = [records[m].churn_probability for m in churn_members]
+    if served is not None:
+        churn_probs = [served[m][0] if m in served else 0.5 for m in churn_members]
+    else:
+        churn_probs = [records[m].churn_probability for m in churn_members]
     churn = _report(
         churn_labels,
         {
@@ -255,7 +263,12 @@ def evaluate_offline(
     conversion = _report(
         conversion_labels,
         {
-            "model": [records[m].conversion_probability or 0.0 for m in conversion_members],
+            "model": [
+                (served[m][1] if m in served else None) or 0.0
+                if served is not None
+                else records[m].conversion_probability or 0.0
+                for m in conversion_members
+            ],
             "recency": [-recency.get(m, 365.0) for m in conversion_members],
             "rfm": [rfm[m] for m in conversion_members],
         },

@@ -362,6 +362,13 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--members", type=int, default=20_000)
     evaluate.add_argument("--days", type=int, default=270)
     evaluate.add_argument("--timeout", type=float, default=3600)
+    evaluate.add_argument(
+        "--pipeline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="score through the real broker, Faust worker and ClickHouse (default); "
+        "--no-pipeline runs the same engine in-process, faster",
+    )
     evaluate.set_defaults(func=cmd_evaluate)
     return parser
 

@@ -9,6 +9,14 @@ checkpoint in the same ClickHouse batch: the sealed state of every member the
 batch touched (``member_state``) and the models (``model_checkpoints``). The
 batch's Kafka offsets are acknowledged only once all of it is stored.
 
+Event time with two input topics: a member's events arrive on two topics that
+are consumed independently, and in a backfill the small purchases topic is read
+far ahead of the interactions topic. A partition's clock is therefore the
+minimum, over its input topic-partitions, of the newest event time each has
+delivered (minus the allowed lateness), leaving out inputs that delivered
+nothing for ``IDLE_SECONDS`` of wall time (so a quiet purchases topic does not
+hold the clock back) — the rule Flink applies to multi-input watermarks.
+
 Durability: ClickHouse is the durable record (in embedded mode the broker
 keeps nothing across restarts). On start the stage restores every member
 state and the newest model checkpoint from ClickHouse; redelivered events
@@ -25,7 +33,8 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -50,6 +59,11 @@ __all__ = ["StreamScorer", "scorer_factory"]
 log = logging.getLogger(__name__)
 
 
+#: Wall-clock seconds after which an input topic-partition that delivered nothing no
+#: longer holds its partition's event-time clock back.
+IDLE_SECONDS = 10.0
+
+
 def _version(moment: datetime) -> int:
     """Row version: event time in microseconds (later record wins in ReplacingMergeTree)."""
     return int(moment.timestamp() * 1_000_000)
@@ -60,7 +74,10 @@ class StreamScorer:
 
     def __init__(self, runtime: Runtime, config: ScoringConfig) -> None:
         self.runtime = runtime
-        self.engine = ScoringEngine(config)
+        self.engine = ScoringEngine(replace(config, clock_from_events=False))
+        self.lateness = timedelta(seconds=config.allowed_lateness_seconds)
+        # (topic, partition) -> (newest event time delivered, wall time of the last delivery)
+        self.inputs: dict[tuple[str, int], tuple[datetime, float]] = {}
         self.metrics = runtime.metrics
         self.pseudonym = runtime.pseudonym
         self.sealer = Sealer.from_key(runtime.pseudonym_key)
@@ -124,7 +141,14 @@ class StreamScorer:
         records: list[Any] = []
         touched: dict[str, int] = {}
         latest: dict[int, datetime] = {}
+        wall = time.monotonic()
         for item, event in items:
+            key = (item.topic, item.partition)
+            newest = self.inputs.get(key)
+            if newest is None or event.occurred_at > newest[0]:
+                self.inputs[key] = (event.occurred_at, wall)
+            else:
+                self.inputs[key] = (newest[0], wall)
             started = time.perf_counter()
             out = self.engine.process(event, partition=item.partition)
             self.metrics.scoring_duration.observe(time.perf_counter() - started)
@@ -133,7 +157,7 @@ class StreamScorer:
             records.extend((item, r) for r in out)
             if item.partition not in latest or event.occurred_at > latest[item.partition]:
                 latest[item.partition] = event.occurred_at
-        for partition, moment in latest.items():
+        for partition, moment in self._clocks(wall).items():
             for record in self.engine.advance(partition, moment):
                 records.append((None, record))
                 member = getattr(record, "member_id", None)
@@ -151,6 +175,17 @@ class StreamScorer:
         if remaining or self._delivery_errors:
             errors, self._delivery_errors = self._delivery_errors[:3], []
             raise PulseError(f"{remaining} score messages unconfirmed; errors: {errors}")
+
+    def _clocks(self, wall: float) -> dict[int, datetime]:
+        """Each partition's watermark: the minimum over its non-idle inputs, minus lateness."""
+        by_partition: dict[int, list[tuple[datetime, float]]] = {}
+        for (_, partition), seen in self.inputs.items():
+            by_partition.setdefault(partition, []).append(seen)
+        clocks = {}
+        for partition, inputs in by_partition.items():
+            active = [t for t, last in inputs if wall - last < IDLE_SECONDS]
+            clocks[partition] = min(active or [t for t, _ in inputs]) - self.lateness
+        return clocks
 
     def _emit(self, records: list[tuple[Inbound | None, Any]], sink: ClickHouseSink) -> None:
         scores: list[dict[str, Any]] = []
