@@ -78,6 +78,7 @@ class PulseApp:
         self.app.agent(self.source, name="pulse.ingest")(self._ingest)
         self.app.task(self._run_sink)
         self.app.timer(2.0)(self._report_commits)
+        self.app.timer(1.0)(self._tick_clocks)
 
     async def _ingest(self, stream: Any) -> None:
         async for events in stream.noack_take(self._take_max, within=0.2):
@@ -96,6 +97,13 @@ class PulseApp:
     async def _run_sink(self) -> None:
         assert self.pipeline is not None
         await self.pipeline.sink.run()
+
+    async def _tick_clocks(self) -> None:
+        """Event-time clocks move on when an input falls idle, even if no new batch comes."""
+        pipeline = self.pipeline
+        tick = getattr(pipeline.scorer, "tick", None) if pipeline is not None else None
+        if pipeline is not None and tick is not None:
+            await tick(pipeline.sink)
 
     async def _report_commits(self) -> None:
         """Export the committed offsets Faust holds (they move only after rows are stored)."""

@@ -59,8 +59,10 @@ __all__ = ["StreamScorer", "scorer_factory"]
 log = logging.getLogger(__name__)
 
 
-#: Wall-clock seconds after which an input topic-partition that delivered nothing no
-#: longer holds its partition's event-time clock back.
+#: An input topic-partition that delivered nothing while its partition received this
+#: many messages from the other input, or for this many wall-clock seconds, no longer
+#: holds the partition's event-time clock back.
+IDLE_MESSAGES = 200
 IDLE_SECONDS = 10.0
 
 
@@ -76,8 +78,10 @@ class StreamScorer:
         self.runtime = runtime
         self.engine = ScoringEngine(replace(config, clock_from_events=False))
         self.lateness = timedelta(seconds=config.allowed_lateness_seconds)
-        # (topic, partition) -> (newest event time delivered, wall time of the last delivery)
-        self.inputs: dict[tuple[str, int], tuple[datetime, float]] = {}
+        # (topic, partition) -> (newest event time, partition message count, wall time)
+        # as of that input's last delivery
+        self.inputs: dict[tuple[str, int], tuple[datetime, int, float]] = {}
+        self.delivered: dict[int, int] = {}  # partition -> messages delivered so far
         self.metrics = runtime.metrics
         self.pseudonym = runtime.pseudonym
         self.sealer = Sealer.from_key(runtime.pseudonym_key)
@@ -98,6 +102,7 @@ class StreamScorer:
             }
         )
         self._delivery_errors: list[str] = []
+        self._lock = asyncio.Lock()
         self.alerts = AlertStage(
             rules_from_settings(runtime.settings.alert_rules),
             metrics=runtime.metrics,
@@ -138,17 +143,35 @@ class StreamScorer:
 
     # --- per batch -------------------------------------------------------------
     async def score(self, items: Sequence[tuple[Inbound, EventBase]], sink: ClickHouseSink) -> None:
+        async with self._lock:
+            await self._score(items, sink)
+
+    async def tick(self, sink: ClickHouseSink) -> None:
+        """Advance the clocks without new input (an input turned idle); emit what comes due."""
+        async with self._lock:
+            if self.inputs:
+                await self._score([], sink)
+
+    async def _score(
+        self, items: Sequence[tuple[Inbound, EventBase]], sink: ClickHouseSink
+    ) -> None:
         records: list[Any] = []
         touched: dict[str, int] = {}
         latest: dict[int, datetime] = {}
         wall = time.monotonic()
         for item, event in items:
-            key = (item.topic, item.partition)
+            partition = item.partition
+            count = self.delivered[partition] = self.delivered.get(partition, 0) + 1
+            key = (item.topic, partition)
             newest = self.inputs.get(key)
-            if newest is None or event.occurred_at > newest[0]:
-                self.inputs[key] = (event.occurred_at, wall)
-            else:
-                self.inputs[key] = (newest[0], wall)
+            at = event.occurred_at if newest is None else max(newest[0], event.occurred_at)
+            self.inputs[key] = (at, count, wall)
+            # The clock moves before the event is applied, as it would in a single stream.
+            for record in self.engine.advance(partition, self._clock(partition, wall)):
+                records.append((None, record))
+                member = getattr(record, "member_id", None)
+                if member and member in self.engine.states:
+                    touched[member] = self.partition_of.get(member, partition)
             started = time.perf_counter()
             out = self.engine.process(event, partition=item.partition)
             self.metrics.scoring_duration.observe(time.perf_counter() - started)
@@ -157,7 +180,9 @@ class StreamScorer:
             records.extend((item, r) for r in out)
             if item.partition not in latest or event.occurred_at > latest[item.partition]:
                 latest[item.partition] = event.occurred_at
-        for partition, moment in self._clocks(wall).items():
+        clocks = self._clocks(wall)
+        for partition, moment in clocks.items():
+            latest.setdefault(partition, moment)
             for record in self.engine.advance(partition, moment):
                 records.append((None, record))
                 member = getattr(record, "member_id", None)
@@ -176,16 +201,21 @@ class StreamScorer:
             errors, self._delivery_errors = self._delivery_errors[:3], []
             raise PulseError(f"{remaining} score messages unconfirmed; errors: {errors}")
 
+    def _clock(self, partition: int, wall: float) -> datetime:
+        """A partition's watermark: the minimum over its non-idle inputs, minus lateness."""
+        count = self.delivered.get(partition, 0)
+        inputs = [v for (_, p), v in self.inputs.items() if p == partition]
+        active = [
+            at
+            for at, seen, last in inputs
+            if count - seen < IDLE_MESSAGES and wall - last < IDLE_SECONDS
+        ]
+        # Every input idle: all that was sent is in, so the newest time counts.
+        clock = min(active) if active else max(at for at, _, _ in inputs)
+        return clock - self.lateness
+
     def _clocks(self, wall: float) -> dict[int, datetime]:
-        """Each partition's watermark: the minimum over its non-idle inputs, minus lateness."""
-        by_partition: dict[int, list[tuple[datetime, float]]] = {}
-        for (_, partition), seen in self.inputs.items():
-            by_partition.setdefault(partition, []).append(seen)
-        clocks = {}
-        for partition, inputs in by_partition.items():
-            active = [t for t, last in inputs if wall - last < IDLE_SECONDS]
-            clocks[partition] = min(active or [t for t, _ in inputs]) - self.lateness
-        return clocks
+        return {p: self._clock(p, wall) for p in {p for _, p in self.inputs}}
 
     def _emit(self, records: list[tuple[Inbound | None, Any]], sink: ClickHouseSink) -> None:
         scores: list[dict[str, Any]] = []
