@@ -30,6 +30,11 @@ __all__ = ["connect", "ClickHouseSink", "EventIdIndex"]
 log = logging.getLogger(__name__)
 
 
+def _backoff(attempt: int, cap: float) -> float:
+    """Exponential back-off from 0.4 s, doubling per attempt, at most ``cap`` seconds."""
+    return min(cap, 0.2 * 2.0 ** min(attempt, 8))
+
+
 def connect(url: str, database: str | None, data_dir: Path, *, readonly: bool = False) -> Client:
     """A clickhouse-connect client: a server over HTTP(S) if ``url``, else chDB in ``data_dir``.
 
@@ -183,7 +188,7 @@ class ClickHouseSink:
                 )
             except Exception as exc:
                 self.observer.failed(table, exc)
-                delay = min(self.retry_max_seconds, 0.2 * 2 ** min(batch.attempts, 8))
+                delay = _backoff(batch.attempts, self.retry_max_seconds)
                 raise FlushFailed(table, exc, delay) from exc
             batch.done_tables.add(table)
             self.observer.flushed(table, len(rows))
@@ -269,7 +274,7 @@ class EventIdIndex:
                 return known | await asyncio.to_thread(self._stored, unknown)
             except Exception as exc:  # ClickHouse away: hold the stream, retry
                 attempt += 1
-                delay = min(self.retry_max_seconds, 0.2 * 2 ** min(attempt, 8))
+                delay = _backoff(attempt, self.retry_max_seconds)
                 log.warning(
                     "event-id lookup failed (%s: %s); retrying in %.1fs",
                     type(exc).__name__,

@@ -14,7 +14,6 @@ ids.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -151,4 +150,3 @@ class AlertStage:
     def stop(self) -> None:
         if self.webhooks is not None:
             self.webhooks.stop()
-        self.last_stop = time.time()

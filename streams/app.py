@@ -72,8 +72,6 @@ class PulseApp:
         self.input_topics = [settings.topic(name) for name in INPUT_STREAMS]
         self.source = self.app.topic(*self.input_topics, key_type=bytes, value_type=bytes)
         self.dead_letter = self.app.topic(settings.topic("dead-letter"), internal=False)
-        self.scores = self.app.topic(settings.topic("scores"), internal=False)
-        self.alerts = self.app.topic(settings.topic("alerts"), internal=False)
         self._take_max = take_max
         self.app.agent(self.source, name="pulse.ingest")(self._ingest)
         self.app.task(self._run_sink)

@@ -106,10 +106,6 @@ class _WorkerThread(threading.Thread):
         finally:
             self.loop.close()
 
-    def call(self, coro_factory: Callable[[], Any], timeout: float) -> Any:
-        """Run a coroutine on the worker's loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro_factory(), self.loop).result(timeout)
-
     def shutdown(self, before_stop: Callable[[], Any] | None, timeout: float) -> None:
         async def _stop() -> None:
             if before_stop is not None:

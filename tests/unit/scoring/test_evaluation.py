@@ -58,7 +58,8 @@ def test_baselines() -> None:
 
 
 def test_churn_model_beats_recency_on_a_small_simulation() -> None:
-    simulator = pytest.importorskip("streams.simulator")
+    from streams import simulator
+
     start = datetime(2025, 1, 1, tzinfo=UTC)
     sim = simulator.SimulationConfig(members=2000, days=150, seed=7, start=start)
     cutoff = start + timedelta(days=120)
