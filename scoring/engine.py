@@ -102,6 +102,8 @@ class EngineStats:
     reschedule, e.g. restored): rescheduled, nothing else."""
     silence_rescored: int = 0
     """Scores produced by silence boundaries (trigger ``silence``)."""
+    late: int = 0
+    """Events older than their partition's watermark when applied (the clock ran ahead)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +151,8 @@ class ScoringEngine:
         self.stats.events += 1
         at = to_ts(event.occurred_at)
         clock = self._clock(partition)
+        if clock.watermark is not None and at < clock.watermark:
+            self.stats.late += 1
         if self.config.clock_from_events:
             clock.observe(at)
         out = self._fire(partition)

@@ -98,10 +98,8 @@ class PulseApp:
 
     async def _tick_clocks(self) -> None:
         """Event-time clocks move on when an input falls idle, even if no new batch comes."""
-        pipeline = self.pipeline
-        tick = getattr(pipeline.scorer, "tick", None) if pipeline is not None else None
-        if pipeline is not None and tick is not None:
-            await tick(pipeline.sink)
+        if self.pipeline is not None:
+            await self.pipeline.tick()
 
     async def _report_commits(self) -> None:
         """Export the committed offsets Faust holds (they move only after rows are stored)."""

@@ -212,7 +212,11 @@ def _replay_into_running(
 
     def caught_up() -> bool:
         s = status()
-        return bool(s["processed"] - before >= report.published and s["sink_pending_acks"] == 0)
+        return bool(
+            s["processed"] - before >= report.published
+            and s["sink_pending_acks"] == 0
+            and s["events_held"] == 0
+        )
 
     wait_until(caught_up, timeout, "the running worker to store every line", interval=0.5)
     print("done: every line was processed and stored")

@@ -103,6 +103,17 @@ class Settings:
         4.0,
         "Consumer-group rebalance timeout; Tansu waits about half of it before a join completes.",
     )
+    input_idle_seconds: float = _num(
+        "PULSE_INPUT_IDLE_SECONDS",
+        5.0,
+        "An input topic-partition that delivered nothing for this long stops holding its "
+        "partition's event-time horizon back (the most an event waits for a quiet input).",
+    )
+    max_held_events: int = _num(  # type: ignore[assignment]
+        "PULSE_MAX_HELD_EVENTS",
+        200000,
+        "Events held for event-time order at most; past it the oldest are applied anyway.",
+    )
     churn_window_days: float = _num(
         "PULSE_CHURN_WINDOW_DAYS", 30, "Event-time days of silence after which a member churned."
     )

@@ -121,8 +121,15 @@ class PulseMetrics:
         )
         self.event_time_watermark = Gauge(
             "pulse_event_time_watermark_seconds",
-            "Event-time clock of a partition: the newest occurred_at seen, minus allowed lateness.",
+            "Event-time clock of a partition: the horizon every input has passed, minus "
+            "allowed lateness.",
             ["partition"],
+            registry=r,
+        )
+        self.events_held = Gauge(
+            "pulse_events_held",
+            "Valid events held until every input of their partition has passed their event "
+            "time (not acknowledged yet).",
             registry=r,
         )
 

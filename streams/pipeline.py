@@ -2,10 +2,14 @@
 
 For each batch: validate every message; send rejects to the dead-letter topic
 (waiting for the broker's confirmation); drop events whose ``event_id`` is
-already stored; hand new events to the scorer; buffer every resulting row in
-the sink; and register one acknowledgement that fires only once all those rows
-are in ClickHouse. The Faust agent (:mod:`streams.app`) adapts its events to
-:class:`Inbound` and calls :meth:`Pipeline.handle`.
+already stored; with a scorer, hold new events until their partition's
+event-time horizon passes them (:mod:`streams.ordering`) and hand the released
+ones to the scorer in event-time order; buffer every resulting row in the sink;
+and register acknowledgements that fire only once those rows are in
+ClickHouse. A held event is acknowledged when it is released and stored, so a
+crash redelivers it. The Faust agent (:mod:`streams.app`) adapts its events to
+:class:`Inbound` and calls :meth:`Pipeline.handle`, and :meth:`Pipeline.tick`
+every second so that horizons move when input stops.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from sinks.clickhouse import ClickHouseSink, EventIdIndex
 from sinks.privacy import Pseudonymizer
 from sinks.rows import event_row, failed_row
 from streams.metrics import PulseMetrics
+from streams.ordering import EventTimeOrder
 
 __all__ = ["Inbound", "Pipeline", "Scorer", "DeadLetterPublisher"]
 
@@ -50,10 +55,17 @@ class Inbound:
 
 
 class Scorer(Protocol):
-    """Turns new, valid events into rows for further tables (see :mod:`streams.scoring`)."""
+    """Turns new, valid events into rows for further tables (see :mod:`streams.scoring`).
+
+    ``items`` come in event-time order; ``horizons`` says, per partition, up to which
+    event time every event is in (the scorer's clocks may move there).
+    """
 
     def score(
-        self, items: Sequence[tuple[Inbound, EventBase]], sink: ClickHouseSink
+        self,
+        items: Sequence[tuple[Inbound, EventBase]],
+        sink: ClickHouseSink,
+        horizons: dict[int, datetime],
     ) -> Awaitable[None]: ...
 
 
@@ -73,6 +85,8 @@ class Pipeline:
         max_future_skew: timedelta,
         scorer: Scorer | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        idle_seconds: float = 5.0,
+        max_held: int = 200_000,
     ) -> None:
         self.sink = sink
         self.index = index
@@ -84,15 +98,54 @@ class Pipeline:
         self.max_future_skew = max_future_skew
         self.scorer = scorer
         self.clock = clock
-        # (topic, partition) -> highest offset whose rows are stored and acked
-        self.acked: dict[tuple[str, int], int] = {}
+        self.order: EventTimeOrder[Inbound, EventBase] = EventTimeOrder(
+            streams, idle_seconds=idle_seconds, max_held=max_held
+        )
+        # (topic, partition) -> delivered offsets not acknowledged yet, newest delivered
+        self._outstanding: dict[tuple[str, int], set[int]] = {}
+        self._newest: dict[tuple[str, int], int] = {}
+        self._busy = False
         self.processed = 0
         self.rejected = 0
         self.duplicates = 0
 
+    @property
+    def acked(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> highest offset up to which every message is stored and acked."""
+        return {
+            tp: (min(waiting) - 1 if (waiting := self._outstanding.get(tp)) else newest)
+            for tp, newest in self._newest.items()
+        }
+
     async def handle(self, batch: Sequence[Inbound]) -> None:
-        """Process one batch; its acknowledgement fires once its rows are stored."""
+        """Process one batch; each message is acknowledged once its rows are stored."""
+        self._busy = True
+        try:
+            await self._handle(batch)
+        finally:
+            self._busy = False
+
+    async def tick(self) -> None:
+        """Release held events whose horizon moved because input stopped (a 1 s timer).
+
+        Skipped while a batch is in progress: a batch blocked on back-pressure would
+        otherwise make every input look idle.
+        """
+        if self.scorer is None or self._busy:
+            return
+        self._busy = True
+        try:
+            await self._release([])
+        finally:
+            self._busy = False
+
+    async def _handle(self, batch: Sequence[Inbound]) -> None:
         now = self.clock()
+        for item in batch:
+            tp = (item.topic, item.partition)
+            self._outstanding.setdefault(tp, set()).add(item.offset)
+            if item.offset > self._newest.get(tp, -1):
+                self._newest[tp] = item.offset
         m = self.metrics
         valid: list[tuple[Inbound, EventBase]] = []
         failed_rows: list[dict[str, Any]] = []
@@ -132,31 +185,51 @@ class Pipeline:
             valid.append((item, event))
 
         fresh = await self._drop_duplicates(valid)
-        if fresh:
-            self.sink.add(
-                "events",
-                [
-                    event_row(
-                        event,
-                        topic=item.topic,
-                        partition=item.partition,
-                        offset=item.offset,
-                        pseudonym=self.pseudonym,
-                        ingested_at=now,
-                    )
-                    for item, event in fresh
-                ],
-            )
-            if self.scorer is not None:
-                await self.scorer.score(fresh, self.sink)
         if failed_rows:
             self.sink.add("failed_events", failed_rows)
         for delivery in deliveries:  # the dead-letter copy must exist before the ack
             await delivery
         self.processed += len(batch)
         self._track_lag(batch)
-        self.sink.add_ack(self._acknowledger(batch))
+        if self.scorer is None:
+            self._store(fresh)
+            self.sink.add_ack(self._acknowledger(batch))
+        else:
+            held = {id(item) for item, _ in fresh}
+            self.sink.add_ack(self._acknowledger([i for i in batch if id(i) not in held]))
+            await self._release(fresh)
         await self.sink.wait_capacity()
+
+    async def _release(self, fresh: list[tuple[Inbound, EventBase]]) -> None:
+        """Hold ``fresh``; score and store what the horizons release; ack it once stored."""
+        wall = time.monotonic()
+        self.order.add(fresh, wall)
+        released = self.order.release(wall)
+        self.metrics.events_held.set(self.order.held)
+        self._store(released)
+        assert self.scorer is not None
+        await self.scorer.score(released, self.sink, self.order.horizons(wall))
+        if released:
+            self.sink.add_ack(self._acknowledger([item for item, _ in released]))
+
+    def _store(self, events: list[tuple[Inbound, EventBase]]) -> None:
+        if not events:
+            return
+        now = self.clock()
+        self.sink.add(
+            "events",
+            [
+                event_row(
+                    event,
+                    topic=item.topic,
+                    partition=item.partition,
+                    offset=item.offset,
+                    pseudonym=self.pseudonym,
+                    ingested_at=now,
+                )
+                for item, event in events
+            ],
+        )
 
     async def _drop_duplicates(
         self, valid: list[tuple[Inbound, EventBase]]
@@ -183,9 +256,9 @@ class Pipeline:
         def ack() -> None:
             for item in items:
                 item.ack()
-                tp = (item.topic, item.partition)
-                if item.offset > self.acked.get(tp, -1):
-                    self.acked[tp] = item.offset
+                waiting = self._outstanding.get((item.topic, item.partition))
+                if waiting is not None:
+                    waiting.discard(item.offset)
                 self.metrics.acked_messages.labels(item.topic).inc()
             self.metrics.last_ack.set(time.time())
 

@@ -198,6 +198,8 @@ class Runtime:
             streams=streams,
             max_event_bytes=s.max_event_bytes,
             max_future_skew=timedelta(seconds=s.max_future_skew_seconds),
+            idle_seconds=s.input_idle_seconds,
+            max_held=s.max_held_events,
         )
         if self.scorer_factory is not None:
             self.scorer = self.scorer_factory(self)
@@ -269,6 +271,11 @@ class Runtime:
         """(topic, partition) -> highest offset whose rows are stored and acknowledged."""
         return dict(self.pipeline.acked) if self.pipeline else {}
 
+    def settled(self) -> bool:
+        """No event held for event-time order, no acknowledgement waiting for ClickHouse."""
+        p = self.pipeline
+        return p is None or (p.order.held == 0 and p.sink.pending_acks == 0)
+
     def committed_offsets(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> next offset to read, as Faust committed it to the broker."""
         if self.thread is None:
@@ -292,6 +299,8 @@ class Runtime:
             "sink_pending_acks": sink.pending_acks if sink else 0,
             "sink_flushes": sink.flushes if sink else 0,
             "sink_error": str(sink.last_error) if sink and sink.last_error else None,
+            "events_held": p.order.held if p else 0,
+            "events_released_early": p.order.forced if p else 0,
         }
         if self.scorer is not None and hasattr(self.scorer, "status"):
             status.update(self.scorer.status())

@@ -9,13 +9,11 @@ checkpoint in the same ClickHouse batch: the sealed state of every member the
 batch touched (``member_state``) and the models (``model_checkpoints``). The
 batch's Kafka offsets are acknowledged only once all of it is stored.
 
-Event time with two input topics: a member's events arrive on two topics that
-are consumed independently, and in a backfill the small purchases topic is read
-far ahead of the interactions topic. A partition's clock is therefore the
-minimum, over its input topic-partitions, of the newest event time each has
-delivered (minus the allowed lateness), leaving out inputs that delivered
-nothing for ``IDLE_SECONDS`` of wall time (so a quiet purchases topic does not
-hold the clock back) — the rule Flink applies to multi-input watermarks.
+Event time: the pipeline hands events over in event-time order per partition
+(:mod:`streams.ordering` holds each one until every input of its partition
+has passed it), so the engine's own clock follows the events; after each
+batch the clocks move on to the partitions' horizons, which fires the silence
+timers that came due.
 
 Durability: ClickHouse is the durable record (in embedded mode the broker
 keeps nothing across restarts). On start the stage restores every member
@@ -33,7 +31,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -59,13 +56,6 @@ __all__ = ["StreamScorer", "scorer_factory"]
 log = logging.getLogger(__name__)
 
 
-#: An input topic-partition that delivered nothing while its partition received this
-#: many messages from the other input, or for this many wall-clock seconds, no longer
-#: holds the partition's event-time clock back.
-IDLE_MESSAGES = 200
-IDLE_SECONDS = 10.0
-
-
 def _version(moment: datetime) -> int:
     """Row version: event time in microseconds (later record wins in ReplacingMergeTree)."""
     return int(moment.timestamp() * 1_000_000)
@@ -76,12 +66,8 @@ class StreamScorer:
 
     def __init__(self, runtime: Runtime, config: ScoringConfig) -> None:
         self.runtime = runtime
-        self.engine = ScoringEngine(replace(config, clock_from_events=False))
+        self.engine = ScoringEngine(config)
         self.lateness = timedelta(seconds=config.allowed_lateness_seconds)
-        # (topic, partition) -> (newest event time, partition message count, wall time)
-        # as of that input's last delivery
-        self.inputs: dict[tuple[str, int], tuple[datetime, int, float]] = {}
-        self.delivered: dict[int, int] = {}  # partition -> messages delivered so far
         self.metrics = runtime.metrics
         self.pseudonym = runtime.pseudonym
         self.sealer = Sealer.from_key(runtime.pseudonym_key)
@@ -142,55 +128,51 @@ class StreamScorer:
         self.metrics.members.set(len(self.engine.states))
 
     # --- per batch -------------------------------------------------------------
-    async def score(self, items: Sequence[tuple[Inbound, EventBase]], sink: ClickHouseSink) -> None:
+    async def score(
+        self,
+        items: Sequence[tuple[Inbound, EventBase]],
+        sink: ClickHouseSink,
+        horizons: dict[int, datetime],
+    ) -> None:
+        """Apply ``items`` (event-time order), then move each partition's clock to its horizon."""
         async with self._lock:
-            await self._score(items, sink)
-
-    async def tick(self, sink: ClickHouseSink) -> None:
-        """Advance the clocks without new input (an input turned idle); emit what comes due."""
-        async with self._lock:
-            if self.inputs:
-                await self._score([], sink)
+            await self._score(items, sink, horizons)
 
     async def _score(
-        self, items: Sequence[tuple[Inbound, EventBase]], sink: ClickHouseSink
+        self,
+        items: Sequence[tuple[Inbound, EventBase]],
+        sink: ClickHouseSink,
+        horizons: dict[int, datetime],
     ) -> None:
         records: list[Any] = []
         touched: dict[str, int] = {}
         latest: dict[int, datetime] = {}
-        wall = time.monotonic()
         for item, event in items:
-            partition = item.partition
-            count = self.delivered[partition] = self.delivered.get(partition, 0) + 1
-            key = (item.topic, partition)
-            newest = self.inputs.get(key)
-            at = event.occurred_at if newest is None else max(newest[0], event.occurred_at)
-            self.inputs[key] = (at, count, wall)
-            # The clock moves before the event is applied, as it would in a single stream.
-            for record in self.engine.advance(partition, self._clock(partition, wall)):
-                records.append((None, record))
-                member = getattr(record, "member_id", None)
-                if member and member in self.engine.states:
-                    touched[member] = self.partition_of.get(member, partition)
             started = time.perf_counter()
             out = self.engine.process(event, partition=item.partition)
             self.metrics.scoring_duration.observe(time.perf_counter() - started)
+            for record in out:
+                member = getattr(record, "member_id", None)
+                if member and member in self.engine.states:
+                    touched[member] = self.partition_of.get(member, item.partition)
             if out:
                 touched[event.member_id] = item.partition
             records.extend((item, r) for r in out)
             if item.partition not in latest or event.occurred_at > latest[item.partition]:
                 latest[item.partition] = event.occurred_at
-        clocks = self._clocks(wall)
-        for partition, moment in clocks.items():
-            latest.setdefault(partition, moment)
-            for record in self.engine.advance(partition, moment):
+        for partition, horizon in horizons.items():
+            latest.setdefault(partition, horizon)
+            for record in self.engine.advance(partition, horizon - self.lateness):
                 records.append((None, record))
                 member = getattr(record, "member_id", None)
                 if member and member in self.engine.states:
                     touched[member] = self.partition_of.get(member, partition)
+        for partition in latest:
             wm = self.engine.watermark(partition)
             if wm is not None:
                 self.metrics.event_time_watermark.labels(str(partition)).set(wm.timestamp())
+        if not records and not touched:
+            return
         self.partition_of.update(touched)
         self._emit(records, sink)
         self._alert(records, items, latest, sink)
@@ -200,22 +182,6 @@ class StreamScorer:
         if remaining or self._delivery_errors:
             errors, self._delivery_errors = self._delivery_errors[:3], []
             raise PulseError(f"{remaining} score messages unconfirmed; errors: {errors}")
-
-    def _clock(self, partition: int, wall: float) -> datetime:
-        """A partition's watermark: the minimum over its non-idle inputs, minus lateness."""
-        count = self.delivered.get(partition, 0)
-        inputs = [v for (_, p), v in self.inputs.items() if p == partition]
-        active = [
-            at
-            for at, seen, last in inputs
-            if count - seen < IDLE_MESSAGES and wall - last < IDLE_SECONDS
-        ]
-        # Every input idle: all that was sent is in, so the newest time counts.
-        clock = min(active) if active else max(at for at, _, _ in inputs)
-        return clock - self.lateness
-
-    def _clocks(self, wall: float) -> dict[int, datetime]:
-        return {p: self._clock(p, wall) for p in {p for _, p in self.inputs}}
 
     def _emit(self, records: list[tuple[Inbound | None, Any]], sink: ClickHouseSink) -> None:
         scores: list[dict[str, Any]] = []

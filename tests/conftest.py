@@ -43,4 +43,5 @@ def settings(broker: EmbeddedBroker, data_dir: Path) -> Settings:
         metrics_port=0,
         pseudonym_key="test-key-" + "0" * 24,
         rebalance_timeout_seconds=2.0,
+        input_idle_seconds=1.0,
     )

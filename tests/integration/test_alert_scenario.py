@@ -85,8 +85,7 @@ def test_silent_premium_member_fires_once_and_resolves_once(
             producer.flush()
             wait_for(
                 lambda n=replay: (
-                    runtime.status()["processed"] == n * len(scenario)
-                    and runtime.status()["sink_pending_acks"] == 0
+                    runtime.status()["processed"] == n * len(scenario) and runtime.settled()
                 ),
                 120,
                 f"replay {replay} stored",

@@ -34,6 +34,7 @@ def test_replay_stores_valid_rejects_broken_and_is_idempotent(
         "PULSE_DATA_DIR": str(tmp_path / "data"),
         "PULSE_PARTITIONS": "2",
         "PULSE_REBALANCE_TIMEOUT_SECONDS": "2",
+        "PULSE_INPUT_IDLE_SECONDS": "1",
     }
     first = run_pulse(["replay", str(path)], env)
     assert first.returncode == 0, first.stdout + first.stderr

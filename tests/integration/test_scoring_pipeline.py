@@ -47,10 +47,7 @@ def test_purchases_only_still_score_every_member(settings: Settings) -> None:
             producer.send(doc)
         producer.flush()
         wait_for(
-            lambda: (
-                runtime.status()["processed"] == len(history)
-                and runtime.status()["sink_pending_acks"] == 0
-            ),
+            lambda: runtime.status()["processed"] == len(history) and runtime.settled(),
             90,
             "every purchase event scored and stored",
         )

@@ -98,9 +98,7 @@ def test_failed_insert_holds_commit_then_recovers_exactly_once(settings: Setting
         # ClickHouse comes back: the same batch is retried and everything lands once.
         admin.command(f"ATTACH TABLE {db}.failed_events")
         wait_for(
-            lambda: (
-                runtime.status()["processed"] == 510 and runtime.status()["sink_pending_acks"] == 0
-            ),
+            lambda: runtime.status()["processed"] == 510 and runtime.settled(),
             60,
             "the second batch to be stored after recovery",
         )
@@ -140,9 +138,7 @@ def test_rejects_go_to_dead_letter_and_failed_events(settings: Settings) -> None
         )  # wrong topic
         producer.flush()
         wait_for(
-            lambda: (
-                runtime.status()["processed"] >= 3 and runtime.status()["sink_pending_acks"] == 0
-            ),
+            lambda: runtime.status()["processed"] >= 3 and runtime.settled(),
             60,
             "three messages processed and stored",
         )

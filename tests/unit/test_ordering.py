@@ -1,0 +1,115 @@
+"""Event-time order across the two input topics (streams/ordering.py), without I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from streams.ordering import EventTimeOrder
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Item:
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Event:
+    occurred_at: datetime
+
+
+def ev(topic: str, offset: int, hours: float, partition: int = 0) -> tuple[Item, Event]:
+    return Item(topic, partition, offset), Event(T0 + timedelta(hours=hours))
+
+
+def hours(released: list[tuple[Item, Event]]) -> list[float]:
+    return [(e.occurred_at - T0).total_seconds() / 3600 for _, e in released]
+
+
+def test_an_input_far_ahead_waits_for_the_other() -> None:
+    order: EventTimeOrder[Item, Event] = EventTimeOrder(["i", "p"], idle_seconds=5.0)
+    # The purchases topic was read far ahead: days of purchases before the interactions.
+    order.add([ev("p", n, 24.0 * n) for n in range(5)], now=0.0)
+    order.add([ev("i", n, 10.0 * n) for n in range(6)], now=0.1)
+    assert hours(order.release(now=0.2)) == [0, 0, 10, 20, 24, 30, 40, 48, 50]
+    assert order.held == 2  # purchases at 72 h and 96 h: interactions have not got there
+    order.add([ev("i", 6, 80.0)], now=1.0)
+    assert hours(order.release(now=1.0)) == [72, 80]
+    # Purchases fell idle (5 s) but interactions still deliver: they alone hold the horizon.
+    assert order.release(now=5.5) == []
+    # Interactions stop too: everything delivered is in.
+    assert hours(order.release(now=6.1)) == [96]
+    assert order.held == 0
+
+
+def test_when_every_input_is_idle_everything_is_released() -> None:
+    order: EventTimeOrder[Item, Event] = EventTimeOrder(["i", "p"], idle_seconds=2.0)
+    order.add([ev("i", 0, 1.0), ev("i", 1, 50.0)], now=0.0)
+    order.add([ev("p", 0, 3.0)], now=0.0)
+    assert hours(order.release(now=0.5)) == [1, 3]
+    assert hours(order.release(now=2.5)) == [50]
+    assert order.held == 0
+
+
+def test_a_topic_that_never_delivers_holds_the_partition_for_idle_seconds_only() -> None:
+    order: EventTimeOrder[Item, Event] = EventTimeOrder(["i", "p"], idle_seconds=3.0)
+    order.add([ev("i", 0, 1.0), ev("i", 1, 2.0)], now=10.0)
+    assert order.release(now=12.9) == []
+    assert order.horizons(now=12.9) == {}
+    assert hours(order.release(now=13.0)) == [1, 2]
+    assert order.horizons(now=13.0) == {0: T0 + timedelta(hours=2)}
+
+
+def test_partitions_are_independent_and_merged_by_event_time() -> None:
+    order: EventTimeOrder[Item, Event] = EventTimeOrder(["i"], idle_seconds=5.0)
+    order.add([ev("i", 0, 5.0, partition=1), ev("i", 0, 1.0, partition=0)], now=0.0)
+    order.add([ev("i", 1, 3.0, partition=1), ev("i", 1, 9.0, partition=0)], now=0.0)
+    released = order.release(now=0.0)
+    # each partition releases up to its own newest time; the runs merge by time
+    assert [(i.partition, h) for (i, _), h in zip(released, hours(released), strict=True)] == [
+        (0, 1.0),
+        (1, 3.0),
+        (1, 5.0),
+        (0, 9.0),
+    ]
+
+
+def test_ties_are_broken_by_topic_and_offset_not_by_arrival() -> None:
+    def run(first: str) -> list[tuple[str, int]]:
+        order: EventTimeOrder[Item, Event] = EventTimeOrder(["i", "p"], idle_seconds=1.0)
+        batches = {"i": [ev("i", 7, 2.0), ev("i", 8, 2.0)], "p": [ev("p", 3, 2.0)]}
+        order.add(batches[first], now=0.0)
+        order.add(batches["p" if first == "i" else "i"], now=0.0)
+        return [(i.topic, i.offset) for i, _ in order.release(now=0.0)]
+
+    assert run("i") == run("p") == [("i", 7), ("i", 8), ("p", 3)]
+
+
+def test_memory_is_bounded_by_releasing_the_oldest_early() -> None:
+    order: EventTimeOrder[Item, Event] = EventTimeOrder(["i", "p"], idle_seconds=5.0, max_held=3)
+    order.add([ev("p", n, 100.0 + n) for n in range(5)], now=0.0)
+    order.add([ev("i", 0, 1.0)], now=0.0)
+    assert hours(order.release(now=0.0)) == [1, 100, 101]
+    assert order.held == 3 and order.forced == 2
+
+
+def test_dropping_a_revoked_partition_forgets_its_events() -> None:
+    order: EventTimeOrder[Item, Event] = EventTimeOrder(["i", "p"], idle_seconds=5.0)
+    order.add([ev("i", 0, 1.0, partition=0), ev("i", 0, 1.0, partition=1)], now=0.0)
+    assert order.drop([1]) == 1
+    assert order.held == 1 and set(order.horizons(now=9.0)) == {0}
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="idle_seconds"):
+        EventTimeOrder(["i"], idle_seconds=0)
+    with pytest.raises(ValueError, match="max_held"):
+        EventTimeOrder(["i"], idle_seconds=1, max_held=0)
