@@ -278,19 +278,37 @@ _ALERT_STATE = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_FOUNDATION, _SCORING, _ALERTS, _BI_VIEWS, _ALERT_STATE)
+_ONE_CHECKPOINT = Migration(
+    6,
+    "models and alert engine checkpointed with the member states, in one insert",
+    # The models now travel as a row of member_state (see streams.scoring), so a batch's
+    # states and models land together; the separate table (and its 1-day TTL, which
+    # could expire the only checkpoint of a worker stopped for a day) goes.
+    ("DROP TABLE IF EXISTS {db}.model_checkpoints",),
+)
 
-#: Tables Pulse writes, in the order a batch is flushed: state before the
-#: records derived from it, and ``events`` (the de-duplication record) last.
+MIGRATIONS: tuple[Migration, ...] = (
+    _FOUNDATION,
+    _SCORING,
+    _ALERTS,
+    _BI_VIEWS,
+    _ALERT_STATE,
+    _ONE_CHECKPOINT,
+)
+
+#: Tables Pulse writes, in the order a batch is flushed: the records derived from
+#: events first, then ``member_state`` (the states and models that say those records
+#: were produced), then ``events`` (the de-duplication record) last. A crash between
+#: two inserts therefore re-derives records (idempotent by key and version) rather
+#: than losing them.
 TABLES: tuple[str, ...] = (
-    "member_state",
-    "model_checkpoints",
     "member_scores",
     "score_history",
     "lifecycle_transitions",
     "model_metrics",
     "alerts",
     "failed_events",
+    "member_state",
     "events",
 )
 

@@ -121,9 +121,8 @@ class PulseMetrics:
         )
         self.event_time_watermark = Gauge(
             "pulse_event_time_watermark_seconds",
-            "Event-time clock of a partition: the horizon every input has passed, minus "
+            "Event-time clock of the worker: the horizon every input has passed, minus "
             "allowed lateness.",
-            ["partition"],
             registry=r,
         )
         self.events_held = Gauge(

@@ -2,8 +2,8 @@
 
 For each batch: validate every message; send rejects to the dead-letter topic
 (waiting for the broker's confirmation); drop events whose ``event_id`` is
-already stored; with a scorer, hold new events until their partition's
-event-time horizon passes them (:mod:`streams.ordering`) and hand the released
+already stored; with a scorer, hold new events until every input has
+passed their event time (:mod:`streams.ordering`) and hand the released
 ones to the scorer in event-time order; buffer every resulting row in the sink;
 and register acknowledgements that fire only once those rows are in
 ClickHouse. A held event is acknowledged when it is released and stored, so a
@@ -57,15 +57,15 @@ class Inbound:
 class Scorer(Protocol):
     """Turns new, valid events into rows for further tables (see :mod:`streams.scoring`).
 
-    ``items`` come in event-time order; ``horizons`` says, per partition, up to which
-    event time every event is in (the scorer's clocks may move there).
+    ``items`` come in event-time order; ``horizon`` is the event time up to which
+    every event is in (the scorer's clock may move there), None while unknown.
     """
 
     def score(
         self,
         items: Sequence[tuple[Inbound, EventBase]],
         sink: ClickHouseSink,
-        horizons: dict[int, datetime],
+        horizon: datetime | None,
     ) -> Awaitable[None]: ...
 
 
@@ -208,7 +208,7 @@ class Pipeline:
         self.metrics.events_held.set(self.order.held)
         self._store(released)
         assert self.scorer is not None
-        await self.scorer.score(released, self.sink, self.order.horizons(wall))
+        await self.scorer.score(released, self.sink, self.order.horizon_time(wall))
         if released:
             self.sink.add_ack(self._acknowledger([item for item, _ in released]))
 

@@ -6,14 +6,16 @@ advances, and returns records. This stage turns them into rows
 (``member_scores``, ``score_history``, ``lifecycle_transitions``,
 ``model_metrics``), messages on ``pulse.scores``, metric samples, and a
 checkpoint in the same ClickHouse batch: the sealed state of every member the
-batch touched (``member_state``) and the models (``model_checkpoints``). The
+batch touched and the models, in one insert (``member_state``). The
 batch's Kafka offsets are acknowledged only once all of it is stored.
 
-Event time: the pipeline hands events over in event-time order per partition
-(:mod:`streams.ordering` holds each one until every input of its partition
-has passed it), so the engine's own clock follows the events; after each
-batch the clocks move on to the partitions' horizons, which fires the silence
-timers that came due.
+Event time: the pipeline hands events over in one event-time order across
+every input topic-partition of the worker (:mod:`streams.ordering` holds each
+one until every input has passed it), so the partitions share one clock
+(:data:`CLOCK`) that follows the events; after each batch it moves on to the
+horizon, which fires the silence timers that came due. The same input then
+gives the same sequence of state updates, timer firings and model updates,
+whatever the fetch interleaving and however often the worker restarted.
 
 Durability: ClickHouse is the durable record (in embedded mode the broker
 keeps nothing across restarts). On start the stage restores every member
@@ -54,6 +56,14 @@ if TYPE_CHECKING:
 __all__ = ["StreamScorer", "scorer_factory"]
 
 log = logging.getLogger(__name__)
+
+
+#: ``member_state`` row holding the models and the alert engine (never a pseudonym:
+#: those are hex), written in the same insert as the member states of its batch.
+MODELS_ROW = "~models"
+
+#: The engine clock every partition of this worker shares (see the module docstring).
+CLOCK = 0
 
 
 def _version(moment: datetime) -> int:
@@ -97,6 +107,7 @@ class StreamScorer:
             publish=self._produce,
             topic=runtime.settings.topic("alerts"),
         )
+        self._version = 0  # member_state version of the last checkpoint
         self._restore()
 
     # --- restore ---------------------------------------------------------------
@@ -104,20 +115,25 @@ class StreamScorer:
         client = self.runtime.clickhouse
         db = self.database
         started = time.monotonic()
+        # One row per member plus the models row: all from the same inserts, consistent.
         rows = client.query(
-            "SELECT argMax(source_partition, version), argMax(state, version) "
-            f"FROM {db}.member_state GROUP BY member_id"
+            "SELECT member_id, argMax(source_partition, version), argMax(state, version), "
+            f"max(version) FROM {db}.member_state GROUP BY member_id"
         ).result_rows
-        for partition, sealed in rows:
+        blob = [row for row in rows if row[0] == MODELS_ROW]
+        for member, partition, sealed, _ in rows:
+            if member == MODELS_ROW or not sealed:  # the models, or an erased member
+                continue
             state = MemberState.from_dict(json.loads(self.sealer.open(sealed)))
-            self.engine.load_member(state, int(partition))
+            self.engine.load_member(state, CLOCK)
             self.partition_of[state.member_id] = int(partition)
-        blob = client.query(
-            f"SELECT blob, alerts_state FROM {db}.model_checkpoints ORDER BY version DESC LIMIT 1"
-        ).result_rows
         if blob:
-            self.engine.restore_models(base64.b64decode(blob[0][0]))
-            self.alerts.restore(blob[0][1])
+            saved = json.loads(self.sealer.open(blob[0][2]))
+            self._version = int(blob[0][3])
+            self.engine.restore_models(base64.b64decode(saved["models"]))
+            self.alerts.restore(saved["alerts"])
+        rows = [row for row in rows if row[0] != MODELS_ROW]
+        self.restored = {"members": len(self.engine.states), "models": bool(blob)}
         if rows or blob:
             log.warning(
                 "restored %d member states and %s from ClickHouse in %.1fs",
@@ -132,51 +148,42 @@ class StreamScorer:
         self,
         items: Sequence[tuple[Inbound, EventBase]],
         sink: ClickHouseSink,
-        horizons: dict[int, datetime],
+        horizon: datetime | None,
     ) -> None:
-        """Apply ``items`` (event-time order), then move each partition's clock to its horizon."""
+        """Apply ``items`` (event-time order), then move the clock to ``horizon``."""
         async with self._lock:
-            await self._score(items, sink, horizons)
+            await self._score(items, sink, horizon)
 
     async def _score(
         self,
         items: Sequence[tuple[Inbound, EventBase]],
         sink: ClickHouseSink,
-        horizons: dict[int, datetime],
+        horizon: datetime | None,
     ) -> None:
-        records: list[Any] = []
+        records: list[tuple[Inbound | None, Any]] = []
         touched: dict[str, int] = {}
-        latest: dict[int, datetime] = {}
         for item, event in items:
             started = time.perf_counter()
-            out = self.engine.process(event, partition=item.partition)
+            out = self.engine.process(event, partition=CLOCK)
             self.metrics.scoring_duration.observe(time.perf_counter() - started)
-            for record in out:
-                member = getattr(record, "member_id", None)
-                if member and member in self.engine.states:
-                    touched[member] = self.partition_of.get(member, item.partition)
-            if out:
-                touched[event.member_id] = item.partition
+            self.partition_of[event.member_id] = item.partition
             records.extend((item, r) for r in out)
-            if item.partition not in latest or event.occurred_at > latest[item.partition]:
-                latest[item.partition] = event.occurred_at
-        for partition, horizon in horizons.items():
-            latest.setdefault(partition, horizon)
-            for record in self.engine.advance(partition, horizon - self.lateness):
-                records.append((None, record))
-                member = getattr(record, "member_id", None)
-                if member and member in self.engine.states:
-                    touched[member] = self.partition_of.get(member, partition)
-        for partition in latest:
-            wm = self.engine.watermark(partition)
-            if wm is not None:
-                self.metrics.event_time_watermark.labels(str(partition)).set(wm.timestamp())
-        if not records and not touched:
+        if horizon is not None:
+            records.extend((None, r) for r in self.engine.advance(CLOCK, horizon - self.lateness))
+        for item, event in items:
+            touched[event.member_id] = item.partition
+        for _, record in records:
+            member = getattr(record, "member_id", None)
+            if member:
+                touched[member] = self.partition_of.get(member, 0)
+        watermark = self.engine.watermark(CLOCK)
+        if watermark is not None:
+            self.metrics.event_time_watermark.set(watermark.timestamp())
+        if not records:
             return
-        self.partition_of.update(touched)
         self._emit(records, sink)
-        self._alert(records, items, latest, sink)
-        self._checkpoint(touched, max(latest.values()) if latest else None, sink)
+        self._alert(records, items, watermark, sink)
+        self._checkpoint(touched, watermark, sink)
         # Scores must be on pulse.scores before the batch is acknowledged.
         remaining = await asyncio.to_thread(self.producer.flush, 60)
         if remaining or self._delivery_errors:
@@ -278,7 +285,7 @@ class StreamScorer:
         self,
         records: list[tuple[Inbound | None, Any]],
         items: Sequence[tuple[Inbound, EventBase]],
-        latest: dict[int, datetime],
+        watermark: datetime | None,
         sink: ClickHouseSink,
     ) -> None:
         scores = [r for _, r in records if isinstance(r, ScoreRecord)]
@@ -289,8 +296,7 @@ class StreamScorer:
             and event.community_id
             and event.properties.nps is not None  # type: ignore[attr-defined]
         ]
-        watermarks = [w for p in latest if (w := self.engine.watermark(p)) is not None]
-        alerts = self.alerts.observe(scores, surveys, min(watermarks) if watermarks else None)
+        alerts = self.alerts.observe(scores, surveys, watermark)
         self.alerts.emit(alerts, sink)
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
@@ -309,37 +315,47 @@ class StreamScorer:
     def _checkpoint(
         self, touched: dict[str, int], at: datetime | None, sink: ClickHouseSink
     ) -> None:
-        """Sealed states of the members this batch touched, and the models, in the same batch."""
+        """Sealed states of the members this batch touched, and the models, in the same batch.
+
+        The models ride in the same table as the states (row :data:`MODELS_ROW`), so one
+        insert stores them together and a restore finds them consistent.
+        """
+        version = self._version = max(self._version + 1, time.time_ns() // 1000)
         rows = []
         for member_id, partition in touched.items():
             state = self.engine.states.get(member_id)
-            if state is None:
-                continue
-            payload = json.dumps(state.to_dict(), separators=(",", ":")).encode()
+            # an erased member leaves a tombstone, so a restore does not bring them back
+            sealed = (
+                ""
+                if state is None
+                else self.sealer.seal(json.dumps(state.to_dict(), separators=(",", ":")).encode())
+            )
             rows.append(
                 {
                     "member_id": self.pseudonym(member_id),
                     "source_partition": partition,
-                    "version": time.time_ns() // 1000,
+                    "version": version,
+                    "state": sealed,
+                }
+            )
+        if rows and at is not None:
+            models = {
+                "at": at.isoformat(),
+                "saved_at": datetime.now(UTC).isoformat(),
+                "models": base64.b64encode(self.engine.models_checkpoint()).decode(),
+                "alerts": self.alerts.checkpoint(),
+            }
+            payload = json.dumps(models, separators=(",", ":")).encode()
+            rows.append(
+                {
+                    "member_id": MODELS_ROW,
+                    "source_partition": 0,
+                    "version": version,
                     "state": self.sealer.seal(payload),
                 }
             )
         if rows:
             sink.add("member_state", rows)
-        if at is not None and touched:
-            now = datetime.now(UTC)
-            sink.add(
-                "model_checkpoints",
-                [
-                    {
-                        "at": utc(at),
-                        "saved_at": utc(now),
-                        "version": time.time_ns() // 1000,
-                        "blob": base64.b64encode(self.engine.models_checkpoint()).decode(),
-                        "alerts_state": self.alerts.checkpoint(),
-                    }
-                ],
-            )
         self.metrics.members.set(len(self.engine.states))
         for stage, n in self.stages.items():
             self.metrics.members_by_stage.labels(stage).set(n)
@@ -357,6 +373,8 @@ class StreamScorer:
             "members": len(self.engine.states),
             "at_risk": self.risks.get("high", 0),
             "alerts_fired": self.alerts.fired,
+            "restored_members": self.restored["members"],
+            "restored_models": self.restored["models"],
         }
 
 

@@ -59,27 +59,29 @@ def test_when_every_input_is_idle_everything_is_released() -> None:
     assert order.held == 0
 
 
-def test_a_topic_that_never_delivers_holds_the_partition_for_idle_seconds_only() -> None:
+def test_a_topic_that_never_delivers_holds_the_horizon_for_idle_seconds_only() -> None:
     order: EventTimeOrder[Item, Event] = EventTimeOrder(["i", "p"], idle_seconds=3.0)
     order.add([ev("i", 0, 1.0), ev("i", 1, 2.0)], now=10.0)
     assert order.release(now=12.9) == []
-    assert order.horizons(now=12.9) == {}
+    assert order.horizon_time(now=12.9) is None
     assert hours(order.release(now=13.0)) == [1, 2]
-    assert order.horizons(now=13.0) == {0: T0 + timedelta(hours=2)}
+    assert order.horizon_time(now=13.0) == T0 + timedelta(hours=2)
 
 
-def test_partitions_are_independent_and_merged_by_event_time() -> None:
+def test_partitions_are_merged_into_one_event_time_order() -> None:
     order: EventTimeOrder[Item, Event] = EventTimeOrder(["i"], idle_seconds=5.0)
     order.add([ev("i", 0, 5.0, partition=1), ev("i", 0, 1.0, partition=0)], now=0.0)
     order.add([ev("i", 1, 3.0, partition=1), ev("i", 1, 9.0, partition=0)], now=0.0)
     released = order.release(now=0.0)
-    # each partition releases up to its own newest time; the runs merge by time
+    # partition 1 has delivered up to 5 h: nothing later is released yet
     assert [(i.partition, h) for (i, _), h in zip(released, hours(released), strict=True)] == [
         (0, 1.0),
         (1, 3.0),
         (1, 5.0),
-        (0, 9.0),
     ]
+    assert order.held == 1
+    # partition 1 goes quiet: it stops holding the horizon back
+    assert hours(order.release(now=5.0)) == [9.0]
 
 
 def test_ties_are_broken_by_topic_and_offset_not_by_arrival() -> None:
@@ -103,9 +105,10 @@ def test_memory_is_bounded_by_releasing_the_oldest_early() -> None:
 
 def test_dropping_a_revoked_partition_forgets_its_events() -> None:
     order: EventTimeOrder[Item, Event] = EventTimeOrder(["i", "p"], idle_seconds=5.0)
-    order.add([ev("i", 0, 1.0, partition=0), ev("i", 0, 1.0, partition=1)], now=0.0)
+    order.add([ev("i", 0, 1.0, partition=0), ev("i", 0, 4.0, partition=1)], now=0.0)
+    order.add([ev("p", 0, 2.0, partition=0)], now=0.0)
     assert order.drop([1]) == 1
-    assert order.held == 1 and set(order.horizons(now=9.0)) == {0}
+    assert order.held == 2 and order.horizon_time(now=9.0) == T0 + timedelta(hours=2)
 
 
 def test_bad_settings_are_refused() -> None:
