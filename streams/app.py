@@ -52,7 +52,6 @@ class PulseApp:
         self.app = faust.App(
             settings.app_id,
             broker=f"kafka://{bootstrap}",
-            store=settings.store,
             datadir=str(settings.data_path / "faust"),
             web_enabled=False,
             topic_partitions=settings.partitions,

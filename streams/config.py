@@ -44,9 +44,7 @@ class Settings:
         4,
         "Partitions of the topics Pulse creates (input topics co-partitioned).",
     )
-    app_id: str = _env(
-        "PULSE_APP_ID", "pulse", "Faust application id: the consumer group and changelog names."
-    )
+    app_id: str = _env("PULSE_APP_ID", "pulse", "Faust application id: the consumer group name.")
     clickhouse_url: str = _env(
         "PULSE_CLICKHOUSE_URL",
         "",
@@ -60,9 +58,6 @@ class Settings:
     )
     data_dir: str = _env(
         "PULSE_DATA_DIR", "./.pulse", "Local data: the embedded ClickHouse, Faust state, run files."
-    )
-    store: str = _env(
-        "PULSE_STORE", "memory://", "Faust table store: memory:// or rocksdb:// (extra 'rocksdb')."
     )
     max_event_bytes: int = _num(  # type: ignore[assignment]
         "PULSE_MAX_EVENT_BYTES", 65536, "Largest accepted message; larger ones are rejected."
@@ -167,8 +162,8 @@ class Settings:
             raise SettingsError("PULSE_CLICKHOUSE_URL must start with http:// or https://")
         if not self.clickhouse_database.isidentifier():
             raise SettingsError("PULSE_CLICKHOUSE_DATABASE must be a plain identifier")
-        if self.store.split("://", 1)[0] not in {"memory", "rocksdb"}:
-            raise SettingsError("PULSE_STORE must be memory:// or rocksdb://")
+        if self.input_idle_seconds <= 0 or self.max_held_events < 1:
+            raise SettingsError("PULSE_INPUT_IDLE_SECONDS must be > 0, PULSE_MAX_HELD_EVENTS >= 1")
 
     def with_(self, **changes: object) -> Settings:
         """A copy with some settings changed (tests, the CLI's flags)."""

@@ -30,7 +30,7 @@ def test_environment_overrides_and_types() -> None:
         {"PULSE_PARTITIONS": "four"},
         {"PULSE_PARTITIONS": "0"},
         {"PULSE_CLICKHOUSE_URL": "tcp://host:9000"},
-        {"PULSE_STORE": "redis://"},
+        {"PULSE_INPUT_IDLE_SECONDS": "0"},
         {"PULSE_CLICKHOUSE_DATABASE": "drop table;"},
     ],
 )
