@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from streams.config import Settings
 from streams.pipeline import Inbound, Pipeline
@@ -94,6 +94,14 @@ class PulseApp:
     async def _run_sink(self) -> None:
         assert self.pipeline is not None
         await self.pipeline.sink.run()
+
+    def highwater(self, topic: str, partition: int) -> int | None:
+        """The high watermark of an input from the consumer's latest fetch (None: unknown)."""
+        try:
+            high = self.app.consumer.highwater(TP(topic, partition))
+        except Exception:  # not assigned (any more), consumer not started
+            return None
+        return None if high is None else int(high)
 
     async def _tick_clocks(self) -> None:
         """Event-time clocks move on when an input falls idle, even if no new batch comes."""

@@ -101,13 +101,20 @@ class Settings:
     input_idle_seconds: float = _num(
         "PULSE_INPUT_IDLE_SECONDS",
         5.0,
-        "An input topic-partition that delivered nothing for this long stops holding its "
-        "partition's event-time horizon back (the most an event waits for a quiet input).",
+        "An input topic-partition that has not delivered yet, or has no high watermark, and "
+        "delivered nothing for this long stops holding the event-time horizon back (one "
+        "caught up with its high watermark stops at once).",
     )
     max_held_events: int = _num(  # type: ignore[assignment]
         "PULSE_MAX_HELD_EVENTS",
         200000,
         "Events held for event-time order at most; past it the oldest are applied anyway.",
+    )
+    checkpoint_seconds: float = _num(
+        "PULSE_CHECKPOINT_SECONDS",
+        2.0,
+        "Member states, models and alert state are checkpointed to ClickHouse at most this "
+        "often (and when input stops); events are acknowledged once a checkpoint covers them.",
     )
     churn_window_days: float = _num(
         "PULSE_CHURN_WINDOW_DAYS", 30, "Event-time days of silence after which a member churned."
@@ -164,6 +171,8 @@ class Settings:
             raise SettingsError("PULSE_CLICKHOUSE_DATABASE must be a plain identifier")
         if self.input_idle_seconds <= 0 or self.max_held_events < 1:
             raise SettingsError("PULSE_INPUT_IDLE_SECONDS must be > 0, PULSE_MAX_HELD_EVENTS >= 1")
+        if self.checkpoint_seconds < 0:
+            raise SettingsError("PULSE_CHECKPOINT_SECONDS must be >= 0")
 
     def with_(self, **changes: object) -> Settings:
         """A copy with some settings changed (tests, the CLI's flags)."""

@@ -127,8 +127,8 @@ class PulseMetrics:
         )
         self.events_held = Gauge(
             "pulse_events_held",
-            "Valid events held until every input of their partition has passed their event "
-            "time (not acknowledged yet).",
+            "Valid events not acknowledged yet: held until every input has passed their "
+            "event time, or applied and waiting for the next state checkpoint.",
             registry=r,
         )
 

@@ -10,10 +10,13 @@ the events happened in, across every input topic-partition the worker reads:
 * every input topic-partition reports the newest event time it delivered;
 * the **horizon** is the minimum of that over the inputs -- nothing older can
   still arrive from an input that is behind;
-* an input that delivered nothing for ``idle_seconds`` of wall time (a quiet
-  purchases topic in live operation, a topic with no data for a partition, a
-  partition that went quiet) stops holding the horizon back; when every input
-  is idle, everything delivered is in, and the newest time counts;
+* an input that has caught up -- its last delivered offset is the last one the
+  broker reported in its latest fetch (the high watermark) -- is **idle** and
+  stops holding the horizon back: whatever it delivers next is produced later.
+  An input that is behind never is, however long the consumer stalls. Without a
+  high watermark (an input that delivered nothing yet, a broker that reports
+  none) an input is idle after ``idle_seconds`` without a delivery. When every
+  input is idle, everything delivered is in, and the newest time counts;
 * events at or before the horizon are released oldest first, ties broken by
   (topic, partition, offset): the order depends on the events, not on how
   fetches interleaved, so a restarted worker applies them in the same order as
@@ -21,8 +24,7 @@ the events happened in, across every input topic-partition the worker reads:
   until the horizon passes them.
 
 This is the watermark rule of multi-input operators (Flink's minimum over
-inputs, with idleness). The price is latency: in live operation an event waits
-at most ``idle_seconds`` for a quiet input. Memory is bounded by ``max_held``:
+inputs, with idleness). Memory is bounded by ``max_held``:
 past it the oldest held events are released anyway (counted in
 :attr:`EventTimeOrder.forced`; they may then be applied slightly out of order).
 
@@ -40,7 +42,7 @@ past it the oldest held events are released anyway (counted in
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
@@ -72,12 +74,23 @@ EventT = TypeVar("EventT", bound=_Timed)
 class _Input:
     newest: float | None  # newest event time delivered (epoch seconds); None: nothing yet
     last_delivery: float  # wall time (monotonic seconds) of its last delivery
+    offset: int | None = None  # offset of its last delivery
+
+
+#: (topic, partition) -> the broker's high watermark from the latest fetch (None: unknown)
+HighWater = Callable[[str, int], int | None]
 
 
 class EventTimeOrder(Generic[ItemT, EventT]):
     """Holds (item, event) pairs; releases them in event-time order."""
 
-    def __init__(self, topics: Iterable[str], idle_seconds: float, max_held: int = 200_000) -> None:
+    def __init__(
+        self,
+        topics: Iterable[str],
+        idle_seconds: float,
+        max_held: int = 200_000,
+        highwater: HighWater | None = None,
+    ) -> None:
         if idle_seconds <= 0:
             raise ValueError("idle_seconds must be > 0")
         if max_held < 1:
@@ -86,6 +99,7 @@ class EventTimeOrder(Generic[ItemT, EventT]):
         self.idle_seconds = idle_seconds
         self.max_held = max_held
         self.forced = 0
+        self.highwater = highwater
         self._inputs: dict[tuple[str, int], _Input] = {}
         self._held: list[tuple[float, str, int, int, ItemT, EventT]] = []
         self._partitions: set[int] = set()
@@ -107,18 +121,27 @@ class EventTimeOrder(Generic[ItemT, EventT]):
             state = self._inputs.setdefault((item.topic, partition), _Input(None, now))
             state.newest = at if state.newest is None else max(state.newest, at)
             state.last_delivery = now
+            state.offset = item.offset if state.offset is None else max(state.offset, item.offset)
             heapq.heappush(self._held, (at, item.topic, partition, item.offset, item, event))
 
     def horizon(self, now: float) -> float | None:
         """Epoch seconds up to which every event is in; None: not known yet."""
         inputs = self._inputs.values()
-        active = [s for s in inputs if now - s.last_delivery < self.idle_seconds]
+        active = [s for key, s in self._inputs.items() if not self._idle(key, s, now)]
         if active:
             if any(s.newest is None for s in active):
                 return None
             return min(s.newest for s in active if s.newest is not None)
         newest = [s.newest for s in inputs if s.newest is not None]
         return max(newest) if newest else None
+
+    def _idle(self, key: tuple[str, int], state: _Input, now: float) -> bool:
+        high = None
+        if self.highwater is not None and state.offset is not None:
+            high = self.highwater(*key)
+        if high is not None and state.offset is not None:
+            return state.offset + 1 >= high
+        return now - state.last_delivery >= self.idle_seconds
 
     def horizon_time(self, now: float) -> datetime | None:
         """:meth:`horizon` as an aware datetime."""

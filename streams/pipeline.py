@@ -28,7 +28,7 @@ from sinks.clickhouse import ClickHouseSink, EventIdIndex
 from sinks.privacy import Pseudonymizer
 from sinks.rows import event_row, failed_row
 from streams.metrics import PulseMetrics
-from streams.ordering import EventTimeOrder
+from streams.ordering import EventTimeOrder, HighWater
 
 __all__ = ["Inbound", "Pipeline", "Scorer", "DeadLetterPublisher"]
 
@@ -58,7 +58,8 @@ class Scorer(Protocol):
     """Turns new, valid events into rows for further tables (see :mod:`streams.scoring`).
 
     ``items`` come in event-time order; ``horizon`` is the event time up to which
-    every event is in (the scorer's clock may move there), None while unknown.
+    every event is in (the scorer's clock may move there), None while unknown. The
+    result says whether a checkpoint now covers every event applied so far.
     """
 
     def score(
@@ -66,7 +67,8 @@ class Scorer(Protocol):
         items: Sequence[tuple[Inbound, EventBase]],
         sink: ClickHouseSink,
         horizon: datetime | None,
-    ) -> Awaitable[None]: ...
+        flush: bool = False,
+    ) -> Awaitable[bool]: ...
 
 
 class Pipeline:
@@ -87,6 +89,7 @@ class Pipeline:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         idle_seconds: float = 5.0,
         max_held: int = 200_000,
+        highwater: HighWater | None = None,
     ) -> None:
         self.sink = sink
         self.index = index
@@ -99,12 +102,13 @@ class Pipeline:
         self.scorer = scorer
         self.clock = clock
         self.order: EventTimeOrder[Inbound, EventBase] = EventTimeOrder(
-            streams, idle_seconds=idle_seconds, max_held=max_held
+            streams, idle_seconds=idle_seconds, max_held=max_held, highwater=highwater
         )
         # (topic, partition) -> delivered offsets not acknowledged yet, newest delivered
         self._outstanding: dict[tuple[str, int], set[int]] = {}
         self._newest: dict[tuple[str, int], int] = {}
         self._busy = False
+        self._applied: list[tuple[Inbound, EventBase]] = []  # applied, not checkpointed yet
         self.processed = 0
         self.rejected = 0
         self.duplicates = 0
@@ -116,6 +120,11 @@ class Pipeline:
             tp: (min(waiting) - 1 if (waiting := self._outstanding.get(tp)) else newest)
             for tp, newest in self._newest.items()
         }
+
+    @property
+    def unacknowledged(self) -> int:
+        """Valid events not acknowledged yet: held for event-time order or not checkpointed."""
+        return self.order.held + len(self._applied)
 
     async def handle(self, batch: Sequence[Inbound]) -> None:
         """Process one batch; each message is acknowledged once its rows are stored."""
@@ -135,7 +144,7 @@ class Pipeline:
             return
         self._busy = True
         try:
-            await self._release([])
+            await self._release([], flush=True)
         finally:
             self._busy = False
 
@@ -200,17 +209,25 @@ class Pipeline:
             await self._release(fresh)
         await self.sink.wait_capacity()
 
-    async def _release(self, fresh: list[tuple[Inbound, EventBase]]) -> None:
-        """Hold ``fresh``; score and store what the horizons release; ack it once stored."""
+    async def _release(self, fresh: list[tuple[Inbound, EventBase]], flush: bool = False) -> None:
+        """Hold ``fresh``; score what the horizon releases; store and ack it once checkpointed.
+
+        The ``events`` rows (the de-duplication record) and the acknowledgements of
+        applied events are added only after the scorer's checkpoint that covers them,
+        so a crash can never leave an event recorded as seen but missing from the state.
+        """
         wall = time.monotonic()
         self.order.add(fresh, wall)
         released = self.order.release(wall)
-        self.metrics.events_held.set(self.order.held)
-        self._store(released)
+        self._applied.extend(released)
         assert self.scorer is not None
-        await self.scorer.score(released, self.sink, self.order.horizon_time(wall))
-        if released:
-            self.sink.add_ack(self._acknowledger([item for item, _ in released]))
+        horizon = self.order.horizon_time(wall)
+        covered = await self.scorer.score(released, self.sink, horizon, flush)
+        if covered and self._applied:
+            applied, self._applied = self._applied, []
+            self._store(applied)
+            self.sink.add_ack(self._acknowledger([item for item, _ in applied]))
+        self.metrics.events_held.set(self.unacknowledged)
 
     def _store(self, events: list[tuple[Inbound, EventBase]]) -> None:
         if not events:

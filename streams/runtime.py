@@ -200,6 +200,7 @@ class Runtime:
             max_future_skew=timedelta(seconds=s.max_future_skew_seconds),
             idle_seconds=s.input_idle_seconds,
             max_held=s.max_held_events,
+            highwater=self.faust.highwater,
         )
         if self.scorer_factory is not None:
             self.scorer = self.scorer_factory(self)
@@ -272,9 +273,9 @@ class Runtime:
         return dict(self.pipeline.acked) if self.pipeline else {}
 
     def settled(self) -> bool:
-        """No event held for event-time order, no acknowledgement waiting for ClickHouse."""
+        """No event held (for event-time order or a checkpoint), no ack waiting for ClickHouse."""
         p = self.pipeline
-        return p is None or (p.order.held == 0 and p.sink.pending_acks == 0)
+        return p is None or (p.unacknowledged == 0 and p.sink.pending_acks == 0)
 
     def committed_offsets(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> next offset to read, as Faust committed it to the broker."""
@@ -299,7 +300,7 @@ class Runtime:
             "sink_pending_acks": sink.pending_acks if sink else 0,
             "sink_flushes": sink.flushes if sink else 0,
             "sink_error": str(sink.last_error) if sink and sink.last_error else None,
-            "events_held": p.order.held if p else 0,
+            "events_held": p.unacknowledged if p else 0,
             "events_released_early": p.order.forced if p else 0,
         }
         if self.scorer is not None and hasattr(self.scorer, "status"):

@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 #: those are hex), written in the same insert as the member states of its batch.
 MODELS_ROW = "~models"
 
+#: A checkpoint is written at once when this many members changed since the last one.
+CHECKPOINT_MEMBERS = 20_000
+
 #: The engine clock every partition of this worker shares (see the module docstring).
 CLOCK = 0
 
@@ -108,6 +111,10 @@ class StreamScorer:
             topic=runtime.settings.topic("alerts"),
         )
         self._version = 0  # member_state version of the last checkpoint
+        # members changed since the last checkpoint -> their source partition
+        self._dirty: dict[str, int] = {}
+        self.checkpoint_seconds = runtime.settings.checkpoint_seconds
+        self._checkpointed_at = time.monotonic()
         self._restore()
 
     # --- restore ---------------------------------------------------------------
@@ -149,19 +156,26 @@ class StreamScorer:
         items: Sequence[tuple[Inbound, EventBase]],
         sink: ClickHouseSink,
         horizon: datetime | None,
-    ) -> None:
-        """Apply ``items`` (event-time order), then move the clock to ``horizon``."""
+        flush: bool = False,
+    ) -> bool:
+        """Apply ``items`` (event-time order), then move the clock to ``horizon``.
+
+        Returns True when everything applied so far is covered by a checkpoint in the
+        sink (the caller may then store the events and acknowledge them), False while
+        the next checkpoint is not due yet. ``flush`` makes it due now.
+        """
         async with self._lock:
-            await self._score(items, sink, horizon)
+            return await self._score(items, sink, horizon, flush)
 
     async def _score(
         self,
         items: Sequence[tuple[Inbound, EventBase]],
         sink: ClickHouseSink,
         horizon: datetime | None,
-    ) -> None:
+        flush: bool,
+    ) -> bool:
         records: list[tuple[Inbound | None, Any]] = []
-        touched: dict[str, int] = {}
+        touched = self._dirty
         for item, event in items:
             started = time.perf_counter()
             out = self.engine.process(event, partition=CLOCK)
@@ -179,16 +193,22 @@ class StreamScorer:
         watermark = self.engine.watermark(CLOCK)
         if watermark is not None:
             self.metrics.event_time_watermark.set(watermark.timestamp())
-        if not records:
-            return
-        self._emit(records, sink)
-        self._alert(records, items, watermark, sink)
-        self._checkpoint(touched, watermark, sink)
-        # Scores must be on pulse.scores before the batch is acknowledged.
+        if records:
+            self._emit(records, sink)
+            self._alert(records, items, watermark, sink)
+        wall = time.monotonic()
+        due = flush or wall - self._checkpointed_at >= self.checkpoint_seconds
+        if not touched or not (due or len(touched) >= CHECKPOINT_MEMBERS):
+            return not touched
+        # Scores must be on pulse.scores before the events are acknowledged.
         remaining = await asyncio.to_thread(self.producer.flush, 60)
         if remaining or self._delivery_errors:
             errors, self._delivery_errors = self._delivery_errors[:3], []
             raise PulseError(f"{remaining} score messages unconfirmed; errors: {errors}")
+        self._checkpoint(touched, watermark, sink)
+        self._dirty = {}
+        self._checkpointed_at = wall
+        return True
 
     def _emit(self, records: list[tuple[Inbound | None, Any]], sink: ClickHouseSink) -> None:
         scores: list[dict[str, Any]] = []

@@ -116,3 +116,17 @@ def test_bad_settings_are_refused() -> None:
         EventTimeOrder(["i"], idle_seconds=0)
     with pytest.raises(ValueError, match="max_held"):
         EventTimeOrder(["i"], idle_seconds=1, max_held=0)
+
+
+def test_with_high_watermarks_an_input_behind_is_never_idle_and_one_caught_up_is() -> None:
+    highs = {("i", 0): 100, ("p", 0): 1}
+    order: EventTimeOrder[Item, Event] = EventTimeOrder(
+        ["i", "p"], idle_seconds=1.0, highwater=lambda t, p: highs.get((t, p))
+    )
+    order.add([ev("i", 10, 5.0)], now=0.0)  # interactions: offsets 11..99 still to come
+    order.add([ev("p", 0, 50.0)], now=0.0)  # purchases: caught up (offset 0, high 1)
+    assert hours(order.release(now=0.0)) == [5]  # the caught-up input does not hold back
+    # however long the consumer stalls, interactions are behind: the purchase waits
+    assert order.release(now=3600.0) == []
+    order.add([ev("i", 99, 60.0)], now=3600.0)  # caught up now
+    assert hours(order.release(now=3600.0)) == [50, 60]
