@@ -109,20 +109,28 @@ class EventTimeOrder(Generic[ItemT, EventT]):
         """Events waiting for the horizon."""
         return len(self._held)
 
-    def add(self, items: Sequence[tuple[ItemT, EventT]], now: float) -> None:
-        """Record a delivery of valid, new events and hold them."""
-        for item, event in items:
-            partition = item.partition
-            if partition not in self._partitions:
-                self._partitions.add(partition)
-                for topic in self.topics:  # an input that never delivers idles out in time
-                    self._inputs.setdefault((topic, partition), _Input(None, now))
-            at = event.occurred_at.timestamp()
-            state = self._inputs.setdefault((item.topic, partition), _Input(None, now))
-            state.newest = at if state.newest is None else max(state.newest, at)
+    def seen(self, items: Iterable[ItemT], now: float) -> None:
+        """Record deliveries of any messages (rejected and duplicate ones included)."""
+        for item in items:
+            state = self._input(item.topic, item.partition, now)
             state.last_delivery = now
             state.offset = item.offset if state.offset is None else max(state.offset, item.offset)
-            heapq.heappush(self._held, (at, item.topic, partition, item.offset, item, event))
+
+    def add(self, items: Sequence[tuple[ItemT, EventT]], now: float) -> None:
+        """Record a delivery of valid, new events and hold them."""
+        self.seen((item for item, _ in items), now)
+        for item, event in items:
+            at = event.occurred_at.timestamp()
+            state = self._input(item.topic, item.partition, now)
+            state.newest = at if state.newest is None else max(state.newest, at)
+            heapq.heappush(self._held, (at, item.topic, item.partition, item.offset, item, event))
+
+    def _input(self, topic: str, partition: int, now: float) -> _Input:
+        if partition not in self._partitions:
+            self._partitions.add(partition)
+            for name in self.topics:  # an input that never delivers idles out in time
+                self._inputs.setdefault((name, partition), _Input(None, now))
+        return self._inputs.setdefault((topic, partition), _Input(None, now))
 
     def horizon(self, now: float) -> float | None:
         """Epoch seconds up to which every event is in; None: not known yet."""

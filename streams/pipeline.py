@@ -150,6 +150,7 @@ class Pipeline:
 
     async def _handle(self, batch: Sequence[Inbound]) -> None:
         now = self.clock()
+        self.order.seen(batch, time.monotonic())
         for item in batch:
             tp = (item.topic, item.partition)
             self._outstanding.setdefault(tp, set()).add(item.offset)

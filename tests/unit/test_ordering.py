@@ -130,3 +130,16 @@ def test_with_high_watermarks_an_input_behind_is_never_idle_and_one_caught_up_is
     assert order.release(now=3600.0) == []
     order.add([ev("i", 99, 60.0)], now=3600.0)  # caught up now
     assert hours(order.release(now=3600.0)) == [50, 60]
+
+
+def test_an_input_whose_last_messages_were_rejected_still_catches_up() -> None:
+    highs = {("i", 0): 3, ("p", 0): 1}
+    order: EventTimeOrder[Item, Event] = EventTimeOrder(
+        ["i", "p"], idle_seconds=60.0, highwater=lambda t, p: highs[(t, p)]
+    )
+    order.add([ev("p", 0, 9.0)], now=0.0)  # caught up
+    order.add([ev("i", 0, 1.0), ev("i", 1, 2.0)], now=0.0)  # offset 2 still to come
+    assert hours(order.release(now=0.0)) == [1, 2]
+    assert order.release(now=30.0) == []
+    order.seen([Item("i", 0, 2)], now=30.0)  # offset 2 was a broken line: rejected
+    assert hours(order.release(now=30.0)) == [9]
