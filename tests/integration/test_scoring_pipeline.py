@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from factories import event
-from helpers import wait_for
+from helpers import run_pulse
 
-from sinks.clickhouse import connect
-from streams.config import Settings
-from streams.producer import PulseProducer
-from streams.runtime import Runtime
-from streams.scoring import scorer_factory
+from sinks.privacy import Pseudonymizer
+from streams.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.integration
 
@@ -37,39 +37,48 @@ def _purchase_history(members: int) -> list[dict[str, object]]:
     return events
 
 
-def test_purchases_only_still_score_every_member(settings: Settings) -> None:
+def test_purchases_only_still_score_every_member(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """`pulse replay` of a file with purchase events only, as the acceptance states it."""
     members = 60
     history = _purchase_history(members)
-    runtime = Runtime(settings, scorer=scorer_factory, serve_http=False, announce=False).start()
-    try:
-        producer = PulseProducer(settings.kafka_bootstrap, topic_prefix=settings.topic_prefix)
-        for doc in history:
-            producer.send(doc)
-        producer.flush()
-        wait_for(
-            lambda: runtime.status()["processed"] == len(history) and runtime.settled(),
-            90,
-            "every purchase event scored and stored",
+    path = tmp_path / "purchases.jsonl"
+    path.write_text("".join(json.dumps(doc) + "\n" for doc in history))
+    env = {
+        "PULSE_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "PULSE_TOPIC_PREFIX": f"po{tmp_path.name[-6:]}.",
+        "PULSE_APP_ID": f"po-{tmp_path.name}",
+        "PULSE_DATA_DIR": str(tmp_path / "data"),
+        "PULSE_PARTITIONS": "2",
+        "PULSE_REBALANCE_TIMEOUT_SECONDS": "2",
+        "PULSE_INPUT_IDLE_SECONDS": "1",
+        "PULSE_PSEUDONYM_KEY": "purchases-only-key-0123456789ab",
+    }
+    replay = run_pulse(["replay", str(path)], env)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert f"{len(history):,} new events stored" in replay.stdout
+
+    def rows(sql: str) -> list[dict[str, Any]]:
+        result = run_pulse(["query", sql, "--format", "json"], env, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+    pseudonym = Pseudonymizer(env["PULSE_PSEUDONYM_KEY"].encode())
+    by_member = {
+        r["member_id"]: r
+        for r in rows(
+            "SELECT member_id, argMax(churn_probability, version) AS churn, "
+            "argMax(active_policies, version) AS active FROM member_scores GROUP BY member_id"
         )
-    finally:
-        runtime.stop()
-    client = connect("", settings.clickhouse_database, settings.data_path)
-    pseudonym = runtime.pseudonym
-    rows = client.query(
-        "SELECT member_id, argMax(churn_probability, version), argMax(churn_risk, version), "
-        "argMax(lifecycle_stage, version), argMax(active_policies, version) "
-        "FROM member_scores GROUP BY member_id"
-    ).result_rows
-    by_member = {r[0]: r[1:] for r in rows}
+    }
     assert len(by_member) == members  # every member seen has a score
-    cancelled = [by_member[pseudonym(f"p-{i:04d}")] for i in range(0, members, 3)]
-    renewed = [by_member[pseudonym(f"p-{i:04d}")] for i in range(1, members, 3)]
-    assert all(0.0 <= r[0] <= 1.0 for r in by_member.values())
-    mean = lambda rs: sum(r[0] for r in rs) / len(rs)  # noqa: E731
+    churn = {m: float(r["churn"]) for m, r in by_member.items()}
+    assert all(0.0 <= p <= 1.0 for p in churn.values())
+    cancelled = [pseudonym(f"p-{i:04d}") for i in range(0, members, 3)]
+    renewed = [pseudonym(f"p-{i:04d}") for i in range(1, members, 3)]
+    mean = lambda ms: sum(churn[m] for m in ms) / len(ms)  # noqa: E731
     # A cancellation is a churn signal; a renewal and a claim handled are not.
     assert mean(cancelled) > mean(renewed) + 0.2, (mean(cancelled), mean(renewed))
-    assert all(r[3] == 0 for r in cancelled) and all(r[3] == 1 for r in renewed)
-    stages = client.query(
-        "SELECT count() FROM lifecycle_transitions WHERE to_stage = 'loyal'"
-    ).result_rows[0][0]
-    assert stages >= members  # every buyer went through to loyal at least once
+    assert all(int(by_member[m]["active"]) == 0 for m in cancelled)
+    assert all(int(by_member[m]["active"]) == 1 for m in renewed)
+    loyal = rows("SELECT count() AS n FROM lifecycle_transitions WHERE to_stage = 'loyal'")
+    assert int(loyal[0]["n"]) >= members  # every buyer went through to loyal at least once
