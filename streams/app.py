@@ -58,12 +58,14 @@ class PulseApp:
             topic_replication_factor=1,
             topic_disable_leader=True,
             broker_rebalance_timeout=settings.rebalance_timeout_seconds,
+            # Events held for event-time order are acknowledged later or redelivered after
+            # a restart: Faust must not wait for them to stop or rebalance.
+            stream_wait_empty=False,
             broker_session_timeout=max(6.0, settings.rebalance_timeout_seconds),
             broker_heartbeat_interval=1.0,
             broker_commit_interval=0.5,
             broker_commit_every=1000,
             consumer_auto_offset_reset="earliest",
-            stream_wait_empty=True,
             producer_acks=-1,
             key_serializer="raw",
             value_serializer="raw",

@@ -148,6 +148,15 @@ class Pipeline:
         finally:
             self._busy = False
 
+    async def finish(self) -> None:
+        """Before a stop: apply what the horizon allows and checkpoint it, so it is acked.
+
+        Events still held (an input behind them) stay unacknowledged: Faust does not
+        wait for them (``stream_wait_empty`` is off) and they are redelivered next start.
+        """
+        if self.scorer is not None:
+            await self._release([], flush=True)
+
     async def _handle(self, batch: Sequence[Inbound]) -> None:
         now = self.clock()
         self.order.seen(batch, time.monotonic())

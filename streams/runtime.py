@@ -231,6 +231,7 @@ class Runtime:
 
             async def drain() -> None:
                 if pipeline is not None:
+                    await pipeline.finish()
                     await pipeline.sink.drain(drain_timeout)
 
             self.thread.shutdown(drain, timeout=drain_timeout + 30)
