@@ -18,9 +18,6 @@ class ScoringConfig:
         after a snapshot, or a policy is cancelled or lapses within it.
         ``conversion_window_days``: a member without an active policy converts when a
         policy is bought within this long after a snapshot.
-        ``clock_from_events``: each processed event advances its partition's clock (true for
-            a single ordered input); a stream stage reading several topics sets it false and
-            ticks the clock itself with :meth:`ScoringEngine.advance`.
         ``allowed_lateness_seconds``: a partition's watermark trails the largest event
         time it has seen by this much, so events this late still count before timers fire.
         ``snapshot_interval_days``: least time between two churn snapshots of a member
@@ -78,7 +75,6 @@ class ScoringConfig:
     """
 
     churn_window_days: float = 30.0
-    clock_from_events: bool = True
     conversion_window_days: float = 90.0
     allowed_lateness_seconds: float = 3600.0
     silence_boundaries_days: tuple[float, ...] = (7.0, 14.0, 21.0, 30.0, 60.0)

@@ -153,8 +153,7 @@ class ScoringEngine:
         clock = self._clock(partition)
         if clock.watermark is not None and at < clock.watermark:
             self.stats.late += 1
-        if self.config.clock_from_events:
-            clock.observe(at)
+        clock.observe(at)
         out = self._fire(partition)
         event_type = event_type_of(event)
         if event_type == "erasure_requested":

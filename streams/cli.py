@@ -167,17 +167,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
             f"published {report.published:,} of {report.lines:,} lines; processing ...", flush=True
         )
 
-        def done() -> bool:
-            if runtime.faust.crashed is not None:
-                raise PulseError(f"the worker crashed: {runtime.faust.crashed!r}")
-            acked = runtime.acked_offsets()
-            return all(acked.get(tp, -1) >= offset for tp, offset in targets.items())
-
         def progress() -> None:
             if int(time.monotonic() * 5) % 25 == 0:
                 print(f"  processed {runtime.status()['processed']:,}", flush=True)
 
-        wait_until(done, args.timeout, "the pipeline to store every line", on_tick=progress)
+        wait_until(
+            lambda: runtime.stored_through(targets),
+            args.timeout,
+            "the pipeline to store every line",
+            on_tick=progress,
+        )
         if runtime.scorer is not None and hasattr(runtime.scorer, "finish"):
             runtime.scorer.finish(runtime)
         status = runtime.status()

@@ -7,8 +7,9 @@ computed on the same members (see :mod:`scoring.evaluation`).
 
 By default the events up to the cutoff go through the real pipeline (embedded
 broker, Faust worker, scoring stage, ClickHouse in a temporary data dir) and
-the model column is read back from ``member_scores``: the score each member had
-at the cutoff. ``--no-pipeline`` runs the same engine in-process (minutes
+the model column is read back from ``member_scores``: each member's latest
+score, as production serves it (for a silent member, its latest silence
+re-score). ``--no-pipeline`` runs the same engine in-process (minutes
 instead of tens of minutes at 20,000 members). Labels and baselines are
 computed from the simulated events either way.
 """
@@ -106,19 +107,19 @@ def _served_by_pipeline(
         )
         targets = dict(report.last_offsets)
 
-        def done() -> bool:
-            if runtime.faust.crashed is not None:
-                raise RuntimeError(f"the worker crashed: {runtime.faust.crashed!r}")
-            acked = runtime.acked_offsets()
-            return all(acked.get(tp, -1) >= offset for tp, offset in targets.items())
-
         def progress() -> None:
             if int(time.monotonic()) % 30 == 0:
                 processed = runtime.status()["processed"]
                 rate = processed / max(1.0, time.monotonic() - started)
                 print(f"  processed {processed:,} ({rate:,.0f}/s)", flush=True)
 
-        wait_until(done, 6 * 3600, "the pipeline to score every event", 1.0, progress)
+        wait_until(
+            lambda: runtime.stored_through(targets),
+            6 * 3600,
+            "the pipeline to score every event",
+            1.0,
+            progress,
+        )
         elapsed = time.monotonic() - started
         print(
             f"pipeline: {report.published:,} events in {elapsed:.0f}s "

@@ -134,21 +134,19 @@ class EventTimeOrder(Generic[ItemT, EventT]):
 
     def horizon(self, now: float) -> float | None:
         """Epoch seconds up to which every event is in; None: not known yet."""
-        inputs = self._inputs.values()
         active = [s for key, s in self._inputs.items() if not self._idle(key, s, now)]
         if active:
             if any(s.newest is None for s in active):
                 return None
             return min(s.newest for s in active if s.newest is not None)
-        newest = [s.newest for s in inputs if s.newest is not None]
+        newest = [s.newest for s in self._inputs.values() if s.newest is not None]
         return max(newest) if newest else None
 
     def _idle(self, key: tuple[str, int], state: _Input, now: float) -> bool:
-        high = None
         if self.highwater is not None and state.offset is not None:
             high = self.highwater(*key)
-        if high is not None and state.offset is not None:
-            return state.offset + 1 >= high
+            if high is not None:
+                return state.offset + 1 >= high
         return now - state.last_delivery >= self.idle_seconds
 
     def horizon_time(self, now: float) -> datetime | None:
@@ -167,17 +165,6 @@ class EventTimeOrder(Generic[ItemT, EventT]):
             released.append(heapq.heappop(heap))
             self.forced += 1
         return [(entry[4], entry[5]) for entry in released]
-
-    def drop(self, partitions: Iterable[int]) -> int:
-        """Forget revoked partitions: their held events are redelivered to the new owner."""
-        gone = set(partitions)
-        before = len(self._held)
-        self._held = [entry for entry in self._held if entry[2] not in gone]
-        heapq.heapify(self._held)
-        for key in [k for k in self._inputs if k[1] in gone]:
-            del self._inputs[key]
-        self._partitions -= gone
-        return before - len(self._held)
 
 
 @dataclass(frozen=True)

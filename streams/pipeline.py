@@ -214,8 +214,9 @@ class Pipeline:
             self._store(fresh)
             self.sink.add_ack(self._acknowledger(batch))
         else:
-            held = {id(item) for item, _ in fresh}
-            self.sink.add_ack(self._acknowledger([i for i in batch if id(i) not in held]))
+            # rejects and duplicates now; fresh events once applied and checkpointed
+            fresh_ids = {id(item) for item, _ in fresh}
+            self.sink.add_ack(self._acknowledger([i for i in batch if id(i) not in fresh_ids]))
             await self._release(fresh)
         await self.sink.wait_capacity()
 

@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry
 
+from schemas.errors import PulseError
 from schemas.registry import StreamName
 from sinks.clickhouse import ClickHouseSink, EventIdIndex, connect
 from sinks.migrations import apply_migrations
@@ -272,6 +273,16 @@ class Runtime:
     def acked_offsets(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> highest offset whose rows are stored and acknowledged."""
         return dict(self.pipeline.acked) if self.pipeline else {}
+
+    def stored_through(self, targets: Mapping[tuple[str, int], int]) -> bool:
+        """Whether every message up to ``targets`` offsets is stored and acknowledged.
+
+        Raises :class:`PulseError` if the worker's ingest agent crashed (nothing more
+        will be acknowledged)."""
+        if self.faust.crashed is not None:
+            raise PulseError(f"the worker crashed: {self.faust.crashed!r}")
+        acked = self.acked_offsets()
+        return all(acked.get(tp, -1) >= offset for tp, offset in targets.items())
 
     def settled(self) -> bool:
         """No event held (for event-time order or a checkpoint), no ack waiting for ClickHouse."""

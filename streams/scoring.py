@@ -5,9 +5,9 @@ offset order), fires silence timers as each partition's event-time clock
 advances, and returns records. This stage turns them into rows
 (``member_scores``, ``score_history``, ``lifecycle_transitions``,
 ``model_metrics``), messages on ``pulse.scores``, metric samples, and a
-checkpoint in the same ClickHouse batch: the sealed state of every member the
-batch touched and the models, in one insert (``member_state``). The
-batch's Kafka offsets are acknowledged only once all of it is stored.
+checkpoint: the sealed state of every member changed since the last one and the
+models, in one insert (``member_state``), at most every ``checkpoint_seconds``.
+Events are acknowledged only once the checkpoint covering them is stored.
 
 Event time: the pipeline hands events over in one event-time order across
 every input topic-partition of the worker (:mod:`streams.ordering` holds each
@@ -127,25 +127,24 @@ class StreamScorer:
             "SELECT member_id, argMax(source_partition, version), argMax(state, version), "
             f"max(version) FROM {db}.member_state GROUP BY member_id"
         ).result_rows
-        blob = [row for row in rows if row[0] == MODELS_ROW]
+        models = next((row for row in rows if row[0] == MODELS_ROW), None)
         for member, partition, sealed, _ in rows:
             if member == MODELS_ROW or not sealed:  # the models, or an erased member
                 continue
             state = MemberState.from_dict(json.loads(self.sealer.open(sealed)))
             self.engine.load_member(state, CLOCK)
             self.partition_of[state.member_id] = int(partition)
-        if blob:
-            saved = json.loads(self.sealer.open(blob[0][2]))
-            self._version = int(blob[0][3])
+        if models is not None:
+            saved = json.loads(self.sealer.open(models[2]))
+            self._version = int(models[3])
             self.engine.restore_models(base64.b64decode(saved["models"]))
             self.alerts.restore(saved["alerts"])
-        rows = [row for row in rows if row[0] != MODELS_ROW]
-        self.restored = {"members": len(self.engine.states), "models": bool(blob)}
-        if rows or blob:
+        self.restored = {"members": len(self.engine.states), "models": models is not None}
+        if rows:
             log.warning(
                 "restored %d member states and %s from ClickHouse in %.1fs",
-                len(rows),
-                "a model checkpoint" if blob else "no model checkpoint",
+                len(self.engine.states),
+                "a model checkpoint" if models is not None else "no model checkpoint",
                 time.monotonic() - started,
             )
         self.metrics.members.set(len(self.engine.states))
@@ -180,12 +179,10 @@ class StreamScorer:
             started = time.perf_counter()
             out = self.engine.process(event, partition=CLOCK)
             self.metrics.scoring_duration.observe(time.perf_counter() - started)
-            self.partition_of[event.member_id] = item.partition
+            touched[event.member_id] = self.partition_of[event.member_id] = item.partition
             records.extend((item, r) for r in out)
         if horizon is not None:
             records.extend((None, r) for r in self.engine.advance(CLOCK, horizon - self.lateness))
-        for item, event in items:
-            touched[event.member_id] = item.partition
         for _, record in records:
             member = getattr(record, "member_id", None)
             if member:

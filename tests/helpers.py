@@ -67,6 +67,23 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None
         time.sleep(0.1)
 
 
+def pulse_env(
+    bootstrap: str, prefix: str, app_id: str, data_dir: Path, **extra: str
+) -> dict[str, str]:
+    """Environment of a `pulse` subprocess against the test broker: its own topics,
+    consumer group and data dir, 2 partitions and the short test timeouts."""
+    return {
+        "PULSE_KAFKA_BOOTSTRAP": bootstrap,
+        "PULSE_TOPIC_PREFIX": prefix,
+        "PULSE_APP_ID": app_id,
+        "PULSE_DATA_DIR": str(data_dir),
+        "PULSE_PARTITIONS": "2",
+        "PULSE_REBALANCE_TIMEOUT_SECONDS": "2",
+        "PULSE_INPUT_IDLE_SECONDS": "1",
+        **extra,
+    }
+
+
 def run_pulse(
     args: list[str], env: dict[str, str], timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:

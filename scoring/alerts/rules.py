@@ -69,6 +69,13 @@ class Webhook(_Strict):
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
 
 
+def _at_most(model: BaseModel, lower: str, upper: str) -> None:
+    """Refuse ``model.<lower>`` above ``model.<upper>`` (an unset ``lower`` passes)."""
+    low, high = getattr(model, lower), getattr(model, upper)
+    if low is not None and low > high:
+        raise ValueError(f"{lower} ({low}) must be <= {upper} ({high})")
+
+
 class _RuleBase(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z0-9_]+$", max_length=64)]
     severity: Severity
@@ -106,10 +113,7 @@ class EngagementDropRule(_RuleBase):
 
     @model_validator(mode="after")
     def _hysteresis(self) -> EngagementDropRule:
-        if self.leave_points is not None and self.leave_points > self.points:
-            raise ValueError(
-                f"leave_points ({self.leave_points}) must be <= points ({self.points})"
-            )
+        _at_most(self, "leave_points", "points")
         return self
 
     @property
@@ -142,15 +146,8 @@ class CommunityEngagementDropRule(_RuleBase):
 
     @model_validator(mode="after")
     def _consistent(self) -> CommunityEngagementDropRule:
-        if self.min_baseline_days > self.baseline_days:
-            raise ValueError(
-                f"min_baseline_days ({self.min_baseline_days}) must be <= "
-                f"baseline_days ({self.baseline_days})"
-            )
-        if self.leave_percent is not None and self.leave_percent > self.percent:
-            raise ValueError(
-                f"leave_percent ({self.leave_percent}) must be <= percent ({self.percent})"
-            )
+        _at_most(self, "min_baseline_days", "baseline_days")
+        _at_most(self, "leave_percent", "percent")
         return self
 
     @property

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from factories import replay_lines
-from helpers import consume_all, run_pulse
+from helpers import consume_all, pulse_env, run_pulse
 
 from schemas.registry import EVENT_TYPES
 from streams.broker import EmbeddedBroker
@@ -27,15 +27,12 @@ def test_replay_stores_valid_rejects_broken_and_is_idempotent(
     lines = replay_lines(5000, 200)
     path = tmp_path / "backfill.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    env = {
-        "PULSE_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "PULSE_TOPIC_PREFIX": f"replay{tmp_path.name[-6:]}.",
-        "PULSE_APP_ID": f"replay-{tmp_path.name}",
-        "PULSE_DATA_DIR": str(tmp_path / "data"),
-        "PULSE_PARTITIONS": "2",
-        "PULSE_REBALANCE_TIMEOUT_SECONDS": "2",
-        "PULSE_INPUT_IDLE_SECONDS": "1",
-    }
+    env = pulse_env(
+        broker.bootstrap,
+        f"replay{tmp_path.name[-6:]}.",
+        f"replay-{tmp_path.name}",
+        tmp_path / "data",
+    )
     first = run_pulse(["replay", str(path)], env)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "5,000 new events stored" in first.stdout

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from factories import event
-from helpers import run_pulse
+from helpers import pulse_env, run_pulse
 
 from sinks.privacy import Pseudonymizer
 from streams.broker import EmbeddedBroker
@@ -43,16 +43,13 @@ def test_purchases_only_still_score_every_member(broker: EmbeddedBroker, tmp_pat
     history = _purchase_history(members)
     path = tmp_path / "purchases.jsonl"
     path.write_text("".join(json.dumps(doc) + "\n" for doc in history))
-    env = {
-        "PULSE_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "PULSE_TOPIC_PREFIX": f"po{tmp_path.name[-6:]}.",
-        "PULSE_APP_ID": f"po-{tmp_path.name}",
-        "PULSE_DATA_DIR": str(tmp_path / "data"),
-        "PULSE_PARTITIONS": "2",
-        "PULSE_REBALANCE_TIMEOUT_SECONDS": "2",
-        "PULSE_INPUT_IDLE_SECONDS": "1",
-        "PULSE_PSEUDONYM_KEY": "purchases-only-key-0123456789ab",
-    }
+    env = pulse_env(
+        broker.bootstrap,
+        f"po{tmp_path.name[-6:]}.",
+        f"po-{tmp_path.name}",
+        tmp_path / "data",
+        PULSE_PSEUDONYM_KEY="purchases-only-key-0123456789ab",
+    )
     replay = run_pulse(["replay", str(path)], env)
     assert replay.returncode == 0, replay.stdout + replay.stderr
     assert f"{len(history):,} new events stored" in replay.stdout

@@ -103,14 +103,6 @@ def test_memory_is_bounded_by_releasing_the_oldest_early() -> None:
     assert order.held == 3 and order.forced == 2
 
 
-def test_dropping_a_revoked_partition_forgets_its_events() -> None:
-    order: EventTimeOrder[Item, Event] = EventTimeOrder(["i", "p"], idle_seconds=5.0)
-    order.add([ev("i", 0, 1.0, partition=0), ev("i", 0, 4.0, partition=1)], now=0.0)
-    order.add([ev("p", 0, 2.0, partition=0)], now=0.0)
-    assert order.drop([1]) == 1
-    assert order.held == 2 and order.horizon_time(now=9.0) == T0 + timedelta(hours=2)
-
-
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="idle_seconds"):
         EventTimeOrder(["i"], idle_seconds=0)
