@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ROOT, committed_offsets, run_pulse, wait_for
+from helpers import ROOT, committed_offsets, pulse_env, run_pulse, wait_for
 
 from streams.broker import EmbeddedBroker, ensure_topics, free_port
 from streams.replay import Publisher
@@ -30,7 +30,7 @@ from streams.simulator import SimulationConfig, simulate
 
 pytestmark = pytest.mark.e2e
 
-PARTITIONS = 2
+PARTITIONS = 2  # as pulse_env sets them
 
 
 def _worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -93,15 +93,6 @@ def test_sigkill_mid_stream_then_restart_matches_an_uninterrupted_run(
 ) -> None:
     prefix = f"crash{tmp_path.name[-8:]}."
     config = SimulationConfig(members=300, days=60, seed=11, start=datetime(2026, 1, 1, tzinfo=UTC))
-    base = {
-        "PULSE_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "PULSE_TOPIC_PREFIX": prefix,
-        "PULSE_PARTITIONS": str(PARTITIONS),
-        "PULSE_REBALANCE_TIMEOUT_SECONDS": "2",
-        "PULSE_INPUT_IDLE_SECONDS": "1",
-        "PULSE_PSEUDONYM_KEY": "crash-test-key-0123456789abcdef",
-        "PULSE_SINK_FLUSH_SECONDS": "0.3",
-    }
     ensure_topics(broker.bootstrap, [prefix + "interactions", prefix + "purchases"], PARTITIONS)
     published = Publisher(broker.bootstrap, prefix).publish_events(simulate(config)).published
     assert published > 10_000
@@ -110,12 +101,18 @@ def test_sigkill_mid_stream_then_restart_matches_an_uninterrupted_run(
     stored: dict[str, list[dict[str, Any]]] = {}
     for name in ("uninterrupted", "killed"):
         port = free_port()
-        env = {
-            **base,
-            "PULSE_APP_ID": f"crash-{name}-{tmp_path.name}",
-            "PULSE_DATA_DIR": str(tmp_path / name),
-            "PULSE_METRICS_PORT": str(port),
-        }
+        env = pulse_env(
+            broker.bootstrap,
+            prefix,
+            f"crash-{name}-{tmp_path.name}",
+            tmp_path / name,
+            PULSE_PSEUDONYM_KEY="crash-test-key-0123456789abcdef",
+            PULSE_SINK_FLUSH_SECONDS="0.3",
+            # small checkpoints, so commits advance in small steps and the kill lands
+            # mid-stream (with 2 s ones a 10k-event stream commits in two or three jumps)
+            PULSE_CHECKPOINT_SECONDS="0.2",
+            PULSE_METRICS_PORT=str(port),
+        )
         log = tmp_path / f"{name}.log"
         worker = _worker(env, log)
         try:
