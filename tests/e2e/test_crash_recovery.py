@@ -1,12 +1,16 @@
 """Acceptance: SIGKILL a worker mid-stream, restart it, end where an uninterrupted run ends.
 
 Two real ``pulse worker`` processes read the same simulated community from the
-fixture broker, each with its own consumer group and ClickHouse data dir. One
-runs through; the other is killed with SIGKILL a third of the way in and
-started again on the same data dir. Compared from ClickHouse afterwards: the
-same members, engagement scores, tiers and lifecycle stages, and churn
-probabilities within 0.05 for at least 99% of members -- plus every event
-stored exactly once.
+fixture broker, each from its own topics, consumer group and ClickHouse data
+dir. Each run is fed the same way: the first half of the events (in event time)
+is published, and once a third of the whole is committed the second half
+follows. One run goes through; the other is killed with SIGKILL at that moment
+and started again on the same data dir. Publishing in two halves is what makes
+"mid-stream" certain: the worker cannot have committed what is not published
+yet (a single publish let a fast worker commit everything between two polls).
+Compared from ClickHouse afterwards: the same members, engagement scores, tiers
+and lifecycle stages, and churn probabilities within 0.05 for at least 99% of
+members -- plus every event stored exactly once.
 """
 
 from __future__ import annotations
@@ -91,15 +95,19 @@ def _scores(env: dict[str, str]) -> dict[str, dict[str, Any]]:
 def test_sigkill_mid_stream_then_restart_matches_an_uninterrupted_run(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
-    prefix = f"crash{tmp_path.name[-8:]}."
     config = SimulationConfig(members=300, days=60, seed=11, start=datetime(2026, 1, 1, tzinfo=UTC))
-    ensure_topics(broker.bootstrap, [prefix + "interactions", prefix + "purchases"], PARTITIONS)
-    published = Publisher(broker.bootstrap, prefix).publish_events(simulate(config)).published
-    assert published > 10_000
+    events = list(simulate(config))
+    first, second = events[: len(events) // 2], events[len(events) // 2 :]
+    total = len(events)
+    assert total > 10_000
 
     runs: dict[str, dict[str, dict[str, Any]]] = {}
     stored: dict[str, list[dict[str, Any]]] = {}
     for name in ("uninterrupted", "killed"):
+        prefix = f"crash{tmp_path.name[-8:]}{name[0]}."
+        ensure_topics(broker.bootstrap, [prefix + "interactions", prefix + "purchases"], PARTITIONS)
+        publisher = Publisher(broker.bootstrap, prefix)
+        assert publisher.publish_events(first).published == len(first)
         port = free_port()
         env = pulse_env(
             broker.bootstrap,
@@ -108,33 +116,32 @@ def test_sigkill_mid_stream_then_restart_matches_an_uninterrupted_run(
             tmp_path / name,
             PULSE_PSEUDONYM_KEY="crash-test-key-0123456789abcdef",
             PULSE_SINK_FLUSH_SECONDS="0.3",
-            # small checkpoints, so commits advance in small steps and the kill lands
-            # mid-stream (with 2 s ones a 10k-event stream commits in two or three jumps)
-            PULSE_CHECKPOINT_SECONDS="0.2",
+            PULSE_CHECKPOINT_SECONDS="0.2",  # commits advance in small steps
             PULSE_METRICS_PORT=str(port),
         )
         log = tmp_path / f"{name}.log"
         worker = _worker(env, log)
         try:
+            group = env["PULSE_APP_ID"]
+            wait_for(
+                lambda g=group, p=prefix: _committed(broker.bootstrap, g, p) >= total // 3,
+                240,
+                f"the {name} run to commit a third of the stream",
+            )
             if name == "killed":
-                # mid-stream: a third of the input is stored and committed, not all of it
-                wait_for(
-                    lambda e=env: (
-                        _committed(broker.bootstrap, e["PULSE_APP_ID"], prefix) >= published // 3
-                    ),
-                    240,
-                    "a third of the stream committed",
-                )
                 worker.send_signal(signal.SIGKILL)
                 assert worker.wait(30) == -signal.SIGKILL
-                assert _committed(broker.bootstrap, env["PULSE_APP_ID"], prefix) < published
+                # mid-stream: stored and committed up to somewhere in the first half
+                assert total // 3 <= _committed(broker.bootstrap, group, prefix) <= len(first)
+            assert publisher.publish_events(second).published == total
+            if name == "killed":
                 worker = _worker(env, log)
                 wait_for(lambda p=port: _status(p), 60, "the restarted worker's /status")
                 restored = _status(port)
                 # it resumed from ClickHouse, not from zero
                 assert restored["restored_members"] > 0 and restored["restored_models"], restored
             wait_for(
-                lambda e=env: _committed(broker.bootstrap, e["PULSE_APP_ID"], prefix) == published,
+                lambda e=env, p=prefix: _committed(broker.bootstrap, e["PULSE_APP_ID"], p) == total,
                 420,
                 f"the {name} run to commit every offset",
             )
@@ -152,7 +159,7 @@ def test_sigkill_mid_stream_then_restart_matches_an_uninterrupted_run(
         stored[name] = _query(env, "SELECT count() AS n, uniqExact(event_id) AS ids FROM events")
 
     for name, rows in stored.items():  # every event exactly once, in both runs
-        assert int(rows[0]["n"]) == int(rows[0]["ids"]) == published, (name, rows)
+        assert int(rows[0]["n"]) == int(rows[0]["ids"]) == total, (name, rows)
     a, b = runs["uninterrupted"], runs["killed"]
     assert set(a) == set(b) and len(a) >= 290
     for key in ("tier", "stage", "engagement"):
@@ -161,7 +168,7 @@ def test_sigkill_mid_stream_then_restart_matches_an_uninterrupted_run(
     churn = sorted(abs(float(a[m]["churn"]) - float(b[m]["churn"])) for m in a)
     within = sum(d <= 0.05 for d in churn)
     print(
-        f"{len(a)} members, {published:,} events; after SIGKILL and restart: tiers, stages and "
+        f"{len(a)} members, {total:,} events; after SIGKILL and restart: tiers, stages and "
         f"engagement equal; churn |diff| max {churn[-1]:.2e}, {within}/{len(churn)} within 0.05"
     )
     assert within >= 0.99 * len(churn), (within, churn[-5:])
