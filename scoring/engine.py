@@ -6,7 +6,7 @@ silence timers that came due), applies the event to the member's state,
 resolves the delayed labels the event answers (each scored, then learned),
 scores the member, moves the lifecycle and, now and then, takes a snapshot
 that will be labelled later. Member states live in the mapping the caller
-passes (a dict the pipeline checkpoints to ClickHouse); learned state lives in a
+passes (a dict the pipeline checkpoints to ClickHouse and a Faust table); learned state lives in a
 :class:`~scoring.models.ModelBank` that pickles through
 :meth:`ScoringEngine.models_checkpoint`.
 

@@ -2,9 +2,9 @@
 
 A :class:`MemberState` is a plain slotted object, mutated in place by
 :mod:`scoring.activity` and the engine, and stored by the caller (sealed, in
-ClickHouse's ``member_state``) through :meth:`MemberState.to_dict` /
-:meth:`MemberState.from_dict`, an exact JSON round trip. Instants are float
-epoch seconds (event time).
+ClickHouse's ``member_state`` and the ``member-state`` Faust table) through
+:meth:`MemberState.to_dict` / :meth:`MemberState.from_dict`, an exact JSON round
+trip. Instants are float epoch seconds (event time).
 
 Decayed activity is one flat list, ``len(KINDS) * 3`` long: for each kind its
 short, engagement and long half-life sums, all referred to ``decay_ref``.

@@ -5,6 +5,10 @@ One agent reads both input topics (they are co-partitioned, keyed by
 takes batches with ``noack_take``: Faust does not acknowledge anything by
 itself; the pipeline acknowledges a batch only after its rows are stored in
 ClickHouse, and Faust commits the offsets that have been acknowledged.
+
+The scorer's checkpoints also go to a changelog-backed Faust table
+(:mod:`streams.state_table`), from which a worker resumes when its ClickHouse
+data is not there (a new host, a lost data dir).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from faust.types import TP, EventT
 
 from streams.config import Settings
 from streams.pipeline import Inbound, Pipeline
+from streams.state_table import StateTable
 
 __all__ = ["PulseApp", "INPUT_STREAMS", "OUTPUT_TOPICS"]
 
@@ -53,6 +58,7 @@ class PulseApp:
             settings.app_id,
             broker=f"kafka://{bootstrap}",
             datadir=str(settings.data_path / "faust"),
+            store=f"{settings.store}://",
             web_enabled=False,
             topic_partitions=settings.partitions,
             topic_replication_factor=1,
@@ -73,6 +79,7 @@ class PulseApp:
         self.input_topics = [settings.topic(name) for name in INPUT_STREAMS]
         self.source = self.app.topic(*self.input_topics, key_type=bytes, value_type=bytes)
         self.dead_letter = self.app.topic(settings.topic("dead-letter"), internal=False)
+        self.state = StateTable(self.app, settings.partitions)
         self._take_max = take_max
         self.app.agent(self.source, name="pulse.ingest")(self._ingest)
         self.app.task(self._run_sink)

@@ -44,7 +44,12 @@ class Settings:
         4,
         "Partitions of the topics Pulse creates (input topics co-partitioned).",
     )
-    app_id: str = _env("PULSE_APP_ID", "pulse", "Faust application id: the consumer group name.")
+    app_id: str = _env(
+        "PULSE_APP_ID",
+        "pulse",
+        "Faust application id: the consumer group, and the state changelog "
+        "<id>-member-state-changelog.",
+    )
     clickhouse_url: str = _env(
         "PULSE_CLICKHOUSE_URL",
         "",
@@ -58,6 +63,13 @@ class Settings:
     )
     data_dir: str = _env(
         "PULSE_DATA_DIR", "./.pulse", "Local data: the embedded ClickHouse, Faust state, run files."
+    )
+    store: str = _env(
+        "PULSE_STORE",
+        "memory",
+        "Where the worker keeps the member-state Faust table: memory (recovered from its "
+        "changelog topic at start) or rocksdb (on disk in the data dir; recovery reads only "
+        "the changelog's tail).",
     )
     max_event_bytes: int = _num(  # type: ignore[assignment]
         "PULSE_MAX_EVENT_BYTES", 65536, "Largest accepted message; larger ones are rejected."
@@ -113,8 +125,9 @@ class Settings:
     checkpoint_seconds: float = _num(
         "PULSE_CHECKPOINT_SECONDS",
         2.0,
-        "Member states, models and alert state are checkpointed to ClickHouse at most this "
-        "often (and when input stops); events are acknowledged once a checkpoint covers them.",
+        "Member states, models and alert state are checkpointed (to ClickHouse and the "
+        "member-state changelog) at most this often, and when input stops; events are "
+        "acknowledged once a checkpoint covers them.",
     )
     churn_window_days: float = _num(
         "PULSE_CHURN_WINDOW_DAYS", 30, "Event-time days of silence after which a member churned."
@@ -169,6 +182,8 @@ class Settings:
             raise SettingsError("PULSE_CLICKHOUSE_URL must start with http:// or https://")
         if not self.clickhouse_database.isidentifier():
             raise SettingsError("PULSE_CLICKHOUSE_DATABASE must be a plain identifier")
+        if self.store not in {"memory", "rocksdb"}:
+            raise SettingsError(f"PULSE_STORE must be memory or rocksdb, not {self.store!r}")
         if self.input_idle_seconds <= 0 or self.max_held_events < 1:
             raise SettingsError("PULSE_INPUT_IDLE_SECONDS must be > 0, PULSE_MAX_HELD_EVENTS >= 1")
         if self.checkpoint_seconds < 0:

@@ -17,11 +17,14 @@ horizon, which fires the silence timers that came due. The same input then
 gives the same sequence of state updates, timer firings and model updates,
 whatever the fetch interleaving and however often the worker restarted.
 
-Durability: ClickHouse is the durable record (in embedded mode the broker
-keeps nothing across restarts). On start the stage restores every member
-state and the newest model checkpoint from ClickHouse; redelivered events
-that the restored state already holds are recognised by the state's ring of
-applied event ids and change nothing.
+Durability: every checkpoint goes to ClickHouse (``member_state``, the durable
+record in embedded mode, where the broker keeps nothing across restarts) and to
+the changelog-backed Faust table ``member-state`` (:mod:`streams.state_table`,
+the durable record with a real Kafka cluster). Before the first batch -- once
+Faust has recovered the table -- the stage restores every member state and the
+models, taking per member the newer of the two; redelivered events that the
+restored state already holds are recognised by the state's ring of applied
+event ids and change nothing.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from sinks.rows import utc
 from sinks.sealing import Sealer
 from streams.alerting import AlertStage, rules_from_settings
 from streams.pipeline import Inbound
+from streams.state_table import StateRecord, StateTable, consistent
 
 if TYPE_CHECKING:
     from streams.runtime import Runtime
@@ -115,39 +119,66 @@ class StreamScorer:
         self._dirty: dict[str, int] = {}
         self.checkpoint_seconds = runtime.settings.checkpoint_seconds
         self._checkpointed_at = time.monotonic()
-        self._restore()
+        faust_app = getattr(runtime, "faust", None)
+        self.table: StateTable | None = getattr(faust_app, "state", None)
+        self.restored: dict[str, Any] | None = None  # set by the restore before the first batch
 
     # --- restore ---------------------------------------------------------------
-    def _restore(self) -> None:
-        client = self.runtime.clickhouse
-        db = self.database
-        started = time.monotonic()
-        # One row per member plus the models row: all from the same inserts, consistent.
-        rows = client.query(
-            "SELECT member_id, argMax(source_partition, version), argMax(state, version), "
-            f"max(version) FROM {db}.member_state GROUP BY member_id"
+    def _saved(self) -> tuple[dict[str, StateRecord], int]:
+        """One consistent checkpoint from ClickHouse and the state table (see
+        :func:`streams.state_table.consistent`), and how many members the table gave."""
+        rows = self.runtime.clickhouse.query(
+            "SELECT member_id, argMax(source_partition, version), max(version), "
+            f"argMax(state, version) FROM {self.database}.member_state GROUP BY member_id"
         ).result_rows
-        models = next((row for row in rows if row[0] == MODELS_ROW), None)
-        for member, partition, sealed, _ in rows:
-            if member == MODELS_ROW or not sealed:  # the models, or an erased member
+        stored = {row[0]: StateRecord(row[0], int(row[1]), int(row[2]), row[3]) for row in rows}
+        if self.table is None:
+            return stored, 0
+        saved, from_table = consistent(stored, self.table.records(), MODELS_ROW)
+        if MODELS_ROW in saved:
+            self.table.committed_through = saved[MODELS_ROW].version
+        return saved, from_table
+
+    def _restore(self) -> None:
+        started = time.monotonic()
+        saved, from_table = self._saved()
+        models = saved.pop(MODELS_ROW, None)
+        for record in saved.values():
+            if not record.sealed:  # an erased member
                 continue
-            state = MemberState.from_dict(json.loads(self.sealer.open(sealed)))
+            state = MemberState.from_dict(json.loads(self.sealer.open(record.sealed)))
             self.engine.load_member(state, CLOCK)
-            self.partition_of[state.member_id] = int(partition)
+            self.partition_of[state.member_id] = record.partition
         if models is not None:
-            saved = json.loads(self.sealer.open(models[2]))
-            self._version = int(models[3])
-            self.engine.restore_models(base64.b64decode(saved["models"]))
-            self.alerts.restore(saved["alerts"])
-        self.restored = {"members": len(self.engine.states), "models": models is not None}
-        if rows:
+            checkpoint = json.loads(self.sealer.open(models.sealed))
+            self._version = models.version
+            self.engine.restore_models(base64.b64decode(checkpoint["models"]))
+            self.alerts.restore(checkpoint["alerts"])
+        self.restored = {
+            "members": len(self.engine.states),
+            "models": models is not None,
+            "from_changelog": from_table,
+        }
+        if saved or models is not None:
             log.warning(
-                "restored %d member states and %s from ClickHouse in %.1fs",
+                "restored %d member states and %s in %.1fs (%d records newer in the changelog "
+                "than in ClickHouse)",
                 len(self.engine.states),
                 "a model checkpoint" if models is not None else "no model checkpoint",
                 time.monotonic() - started,
+                from_table,
             )
         self.metrics.members.set(len(self.engine.states))
+
+    async def _ready(self, wait: bool) -> bool:
+        """Restore once, before the first event: after Faust recovered the state table."""
+        if self.restored is None:
+            if self.table is not None and not self.table.recovered:
+                if not wait:
+                    return False
+                await self.table.wait_recovered()
+            self._restore()
+        return True
 
     # --- per batch -------------------------------------------------------------
     async def score(
@@ -164,6 +195,10 @@ class StreamScorer:
         the next checkpoint is not due yet. ``flush`` makes it due now.
         """
         async with self._lock:
+            # a clock tick before recovery has nothing to do; events wait for it (Faust
+            # resumes fetching only after recovery, so they do not in practice)
+            if not await self._ready(wait=bool(items)):
+                return True
             return await self._score(items, sink, horizon, flush)
 
     async def _score(
@@ -202,7 +237,9 @@ class StreamScorer:
         if remaining or self._delivery_errors:
             errors, self._delivery_errors = self._delivery_errors[:3], []
             raise PulseError(f"{remaining} score messages unconfirmed; errors: {errors}")
-        self._checkpoint(touched, watermark, sink)
+        saved = self._checkpoint(touched, watermark, sink)
+        if self.table is not None and saved:
+            await self.table.write(saved[:-1], commit=saved[-1])
         self._dirty = {}
         self._checkpointed_at = wall
         return True
@@ -331,14 +368,15 @@ class StreamScorer:
 
     def _checkpoint(
         self, touched: dict[str, int], at: datetime | None, sink: ClickHouseSink
-    ) -> None:
+    ) -> list[StateRecord]:
         """Sealed states of the members this batch touched, and the models, in the same batch.
 
         The models ride in the same table as the states (row :data:`MODELS_ROW`), so one
-        insert stores them together and a restore finds them consistent.
+        insert stores them together and a restore finds them consistent. Returns the
+        records for the state table (models last).
         """
         version = self._version = max(self._version + 1, time.time_ns() // 1000)
-        rows = []
+        rows: list[dict[str, Any]] = []
         for member_id, partition in touched.items():
             state = self.engine.states.get(member_id)
             # an erased member leaves a tombstone, so a restore does not bring them back
@@ -355,9 +393,9 @@ class StreamScorer:
                     "state": sealed,
                 }
             )
-        if rows and at is not None:
+        if rows:  # every checkpoint ends with the models: the commit record of the table
             models = {
-                "at": at.isoformat(),
+                "at": at.isoformat() if at is not None else None,
                 "saved_at": datetime.now(UTC).isoformat(),
                 "models": base64.b64encode(self.engine.models_checkpoint()).decode(),
                 "alerts": self.alerts.checkpoint(),
@@ -378,6 +416,9 @@ class StreamScorer:
             self.metrics.members_by_stage.labels(stage).set(n)
         for risk, n in self.risks.items():
             self.metrics.members_by_churn_risk.labels(risk).set(n)
+        return [
+            StateRecord(r["member_id"], r["source_partition"], version, r["state"]) for r in rows
+        ]
 
     def close(self) -> None:
         """Flush score and alert messages, stop the webhook thread."""
@@ -386,12 +427,15 @@ class StreamScorer:
 
     # --- what the CLI shows ----------------------------------------------------
     def status(self) -> dict[str, Any]:
+        restored = self.restored or {}
         return {
             "members": len(self.engine.states),
             "at_risk": self.risks.get("high", 0),
             "alerts_fired": self.alerts.fired,
-            "restored_members": self.restored["members"],
-            "restored_models": self.restored["models"],
+            "restored_members": restored.get("members", 0),
+            "restored_models": restored.get("models", False),
+            "restored_from_changelog": restored.get("from_changelog", 0),
+            "state_table_records_written": self.table.written if self.table else 0,
         }
 
 

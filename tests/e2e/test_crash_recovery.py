@@ -92,9 +92,29 @@ def _scores(env: dict[str, str]) -> dict[str, dict[str, Any]]:
     return {r["member_id"]: r for r in rows}
 
 
+def _compare(
+    baseline: dict[str, dict[str, Any]], other: dict[str, dict[str, Any]], what: str
+) -> str:
+    """Same tiers, stages and engagement as the baseline; churn within 0.05 for 99%."""
+    for key in ("tier", "stage", "engagement"):
+        differ = [m for m in other if baseline[m][key] != other[m][key]]
+        assert not differ, f"{what}: {key} differs for {len(differ)} of {len(other)} members"
+    churn = sorted(abs(float(baseline[m]["churn"]) - float(other[m]["churn"])) for m in other)
+    within = sum(d <= 0.05 for d in churn)
+    assert within >= 0.99 * len(churn), (what, within, churn[-5:])
+    return (
+        f"{what}: {len(other)} members, tiers, stages and engagement equal; "
+        f"churn |diff| max {churn[-1]:.2e}, {within}/{len(churn)} within 0.05"
+    )
+
+
 def test_sigkill_mid_stream_then_restart_matches_an_uninterrupted_run(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
+    """Three runs on the same input: uninterrupted; SIGKILL and restart on the same data
+    dir (resumes from ClickHouse, with the state table in RocksDB); SIGKILL and restart
+    on a new, empty data dir, as on a new host (resumes from the state table's changelog
+    topic at the broker)."""
     config = SimulationConfig(members=300, days=60, seed=11, start=datetime(2026, 1, 1, tzinfo=UTC))
     events = list(simulate(config))
     first, second = events[: len(events) // 2], events[len(events) // 2 :]
@@ -102,8 +122,10 @@ def test_sigkill_mid_stream_then_restart_matches_an_uninterrupted_run(
     assert total > 10_000
 
     runs: dict[str, dict[str, dict[str, Any]]] = {}
-    stored: dict[str, list[dict[str, Any]]] = {}
-    for name in ("uninterrupted", "killed"):
+    event_ids: dict[str, list[set[str]]] = {}
+    restored: dict[str, dict[str, Any]] = {}
+    checkpointed_before_kill = 0
+    for name in ("uninterrupted", "killed", "moved"):
         prefix = f"crash{tmp_path.name[-8:]}{name[0]}."
         ensure_topics(broker.bootstrap, [prefix + "interactions", prefix + "purchases"], PARTITIONS)
         publisher = Publisher(broker.bootstrap, prefix)
@@ -118,7 +140,11 @@ def test_sigkill_mid_stream_then_restart_matches_an_uninterrupted_run(
             PULSE_SINK_FLUSH_SECONDS="0.3",
             PULSE_CHECKPOINT_SECONDS="0.2",  # commits advance in small steps
             PULSE_METRICS_PORT=str(port),
+            # the killed worker restarts on its own RocksDB store (local state + the
+            # changelog's tail); the others keep the table in memory
+            PULSE_STORE="rocksdb" if name == "killed" else "memory",
         )
+        envs = [env]
         log = tmp_path / f"{name}.log"
         worker = _worker(env, log)
         try:
@@ -128,20 +154,33 @@ def test_sigkill_mid_stream_then_restart_matches_an_uninterrupted_run(
                 240,
                 f"the {name} run to commit a third of the stream",
             )
-            if name == "killed":
+            if name != "uninterrupted":
                 worker.send_signal(signal.SIGKILL)
                 assert worker.wait(30) == -signal.SIGKILL
                 # mid-stream: stored and committed up to somewhere in the first half
                 assert total // 3 <= _committed(broker.bootstrap, group, prefix) <= len(first)
             assert publisher.publish_events(second).published == total
-            if name == "killed":
+            if name != "uninterrupted":
+                if name == "moved":  # a new host: nothing of the first incarnation's data dir
+                    checkpointed_before_kill = int(
+                        _query(
+                            env,
+                            "SELECT uniqExact(member_id) AS n FROM member_state "
+                            "WHERE member_id != '~models'",
+                        )[0]["n"]
+                    )
+                    env = {**env, "PULSE_DATA_DIR": str(tmp_path / "moved-new-host")}
+                    envs.append(env)
                 worker = _worker(env, log)
-                wait_for(lambda p=port: _status(p), 60, "the restarted worker's /status")
-                restored = _status(port)
-                # it resumed from ClickHouse, not from zero
-                assert restored["restored_members"] > 0 and restored["restored_models"], restored
+                # it resumes from its checkpoint (restored before the first batch), not from zero
+                wait_for(
+                    lambda p=port: _status(p).get("restored_members", 0) > 0,
+                    120,
+                    f"the {name} run's second worker to restore its checkpoint",
+                )
+                restored[name] = _status(port)
             wait_for(
-                lambda e=env, p=prefix: _committed(broker.bootstrap, e["PULSE_APP_ID"], p) == total,
+                lambda g=group, p=prefix: _committed(broker.bootstrap, g, p) == total,
                 420,
                 f"the {name} run to commit every offset",
             )
@@ -156,19 +195,30 @@ def test_sigkill_mid_stream_then_restart_matches_an_uninterrupted_run(
         finally:
             _stop(worker)
         runs[name] = _scores(env)
-        stored[name] = _query(env, "SELECT count() AS n, uniqExact(event_id) AS ids FROM events")
+        event_ids[name] = []
+        for data_env in envs:
+            rows = _query(data_env, "SELECT event_id FROM events")
+            ids = {r["event_id"] for r in rows}
+            assert len(ids) == len(rows), f"{name}: an event stored twice in one data dir"
+            event_ids[name].append(ids)
 
-    for name, rows in stored.items():  # every event exactly once, in both runs
-        assert int(rows[0]["n"]) == int(rows[0]["ids"]) == total, (name, rows)
-    a, b = runs["uninterrupted"], runs["killed"]
-    assert set(a) == set(b) and len(a) >= 290
-    for key in ("tier", "stage", "engagement"):
-        differ = [m for m in a if a[m][key] != b[m][key]]
-        assert not differ, f"{key} differs for {len(differ)} of {len(a)} members"
-    churn = sorted(abs(float(a[m]["churn"]) - float(b[m]["churn"])) for m in a)
-    within = sum(d <= 0.05 for d in churn)
-    print(
-        f"{len(a)} members, {total:,} events; after SIGKILL and restart: tiers, stages and "
-        f"engagement equal; churn |diff| max {churn[-1]:.2e}, {within}/{len(churn)} within 0.05"
-    )
-    assert within >= 0.99 * len(churn), (within, churn[-5:])
+    # every event stored, and exactly once per data dir
+    for name, id_sets in event_ids.items():
+        assert len(set().union(*id_sets)) == total, name
+    assert len(event_ids["killed"][0]) == total
+    # the restarts resumed from their checkpoints: the same data dir (ClickHouse, plus any
+    # newer records in the changelog), then a new one (the changelog topic alone)
+    assert restored["killed"]["restored_models"], restored["killed"]
+    moved = restored["moved"]
+    assert moved["restored_models"], moved
+    assert moved["restored_members"] == moved["restored_from_changelog"], moved
+    # the changelog is written before ClickHouse: it holds at least what ClickHouse had
+    assert moved["restored_members"] >= checkpointed_before_kill > 0, moved
+
+    a = runs["uninterrupted"]
+    assert set(a) == set(runs["killed"]) and len(a) >= 290
+    print(f"{total:,} events after SIGKILL and restart")
+    print(_compare(a, runs["killed"], "same data dir"))
+    # the new host's ClickHouse holds the members scored after the move: nearly all
+    assert set(runs["moved"]) <= set(a) and len(runs["moved"]) >= 0.8 * len(a)
+    print(_compare(a, runs["moved"], "new data dir, state from the changelog"))

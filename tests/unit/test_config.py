@@ -32,6 +32,7 @@ def test_environment_overrides_and_types() -> None:
         {"PULSE_CLICKHOUSE_URL": "tcp://host:9000"},
         {"PULSE_INPUT_IDLE_SECONDS": "0"},
         {"PULSE_CLICKHOUSE_DATABASE": "drop table;"},
+        {"PULSE_STORE": "rocksdb://"},
     ],
 )
 def test_bad_values_are_refused(env: dict[str, str]) -> None:
