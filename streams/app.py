@@ -73,6 +73,10 @@ class PulseApp:
             broker_commit_every=1000,
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
+            # checkpoints send thousands of state records at once: batch them (a few
+            # ms of linger, batches up to 1 MiB) instead of one produce request each
+            producer_linger=0.005,
+            producer_max_batch_size=1 << 20,
             key_serializer="raw",
             value_serializer="raw",
         )
@@ -80,6 +84,7 @@ class PulseApp:
         self.source = self.app.topic(*self.input_topics, key_type=bytes, value_type=bytes)
         self.dead_letter = self.app.topic(settings.topic("dead-letter"), internal=False)
         self.state = StateTable(self.app, settings.partitions)
+        self._highwaters: dict[tuple[str, int], int] = {}
         self._take_max = take_max
         self.app.agent(self.source, name="pulse.ingest")(self._ingest)
         self.app.task(self._run_sink)
@@ -105,12 +110,19 @@ class PulseApp:
         await self.pipeline.sink.run()
 
     def highwater(self, topic: str, partition: int) -> int | None:
-        """The high watermark of an input from the consumer's latest fetch (None: unknown)."""
+        """The high watermark of an input from the consumer's latest fetch (None: unknown).
+
+        While a partition is briefly unassigned (a rebalance, the state table's
+        recovery) the last one known stands: a partition that was behind stays behind,
+        rather than falling back to wall-clock idleness and letting the horizon jump.
+        """
         try:
             high = self.app.consumer.highwater(TP(topic, partition))
         except Exception:  # not assigned (any more), consumer not started
-            return None
-        return None if high is None else int(high)
+            high = None
+        if high is not None:
+            self._highwaters[(topic, partition)] = int(high)
+        return self._highwaters.get((topic, partition))
 
     async def _tick_clocks(self) -> None:
         """Event-time clocks move on when an input falls idle, even if no new batch comes."""

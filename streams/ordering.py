@@ -15,8 +15,12 @@ the events happened in, across every input topic-partition the worker reads:
   stops holding the horizon back: whatever it delivers next is produced later.
   An input that is behind never is, however long the consumer stalls. Without a
   high watermark (an input that delivered nothing yet, a broker that reports
-  none) an input is idle after ``idle_seconds`` without a delivery. When every
-  input is idle, everything delivered is in, and the newest time counts;
+  none) an input is idle after ``idle_seconds`` without a delivery. The inputs
+  are known up front (``partitions``: every input topic-partition the worker
+  reads), so one that has not delivered yet holds the horizon back too, until
+  it delivers or -- ``idle_seconds`` after the first delivery of any input --
+  falls idle. When every input is idle, everything delivered is in, and the
+  newest time counts;
 * events at or before the horizon are released oldest first, ties broken by
   (topic, partition, offset): the order depends on the events, not on how
   fetches interleaved, so a restarted worker applies them in the same order as
@@ -73,7 +77,7 @@ EventT = TypeVar("EventT", bound=_Timed)
 @dataclass
 class _Input:
     newest: float | None  # newest event time delivered (epoch seconds); None: nothing yet
-    last_delivery: float  # wall time (monotonic seconds) of its last delivery
+    last_delivery: float | None  # wall time (monotonic seconds) of its last delivery
     offset: int | None = None  # offset of its last delivery
 
 
@@ -90,6 +94,7 @@ class EventTimeOrder(Generic[ItemT, EventT]):
         idle_seconds: float,
         max_held: int = 200_000,
         highwater: HighWater | None = None,
+        partitions: Iterable[int] = (),
     ) -> None:
         if idle_seconds <= 0:
             raise ValueError("idle_seconds must be > 0")
@@ -103,6 +108,9 @@ class EventTimeOrder(Generic[ItemT, EventT]):
         self._inputs: dict[tuple[str, int], _Input] = {}
         self._held: list[tuple[float, str, int, int, ItemT, EventT]] = []
         self._partitions: set[int] = set()
+        self._first_delivery: float | None = None  # wall time the first message came in
+        for partition in partitions:  # known up front: each holds the horizon from the start
+            self._input(self.topics[0], partition, None)
 
     @property
     def held(self) -> int:
@@ -112,6 +120,8 @@ class EventTimeOrder(Generic[ItemT, EventT]):
     def seen(self, items: Iterable[ItemT], now: float) -> None:
         """Record deliveries of any messages (rejected and duplicate ones included)."""
         for item in items:
+            if self._first_delivery is None:
+                self._first_delivery = now
             state = self._input(item.topic, item.partition, now)
             state.last_delivery = now
             state.offset = item.offset if state.offset is None else max(state.offset, item.offset)
@@ -125,7 +135,7 @@ class EventTimeOrder(Generic[ItemT, EventT]):
             state.newest = at if state.newest is None else max(state.newest, at)
             heapq.heappush(self._held, (at, item.topic, item.partition, item.offset, item, event))
 
-    def _input(self, topic: str, partition: int, now: float) -> _Input:
+    def _input(self, topic: str, partition: int, now: float | None) -> _Input:
         if partition not in self._partitions:
             self._partitions.add(partition)
             for name in self.topics:  # an input that never delivers idles out in time
@@ -147,7 +157,10 @@ class EventTimeOrder(Generic[ItemT, EventT]):
             high = self.highwater(*key)
             if high is not None:
                 return state.offset + 1 >= high
-        return now - state.last_delivery >= self.idle_seconds
+        # without a high watermark: idle after idle_seconds without a delivery; an input
+        # that never delivered counts from the first delivery of any input (fetching began)
+        since = state.last_delivery if state.last_delivery is not None else self._first_delivery
+        return since is not None and now - since >= self.idle_seconds
 
     def horizon_time(self, now: float) -> datetime | None:
         """:meth:`horizon` as an aware datetime."""

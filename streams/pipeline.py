@@ -90,6 +90,7 @@ class Pipeline:
         idle_seconds: float = 5.0,
         max_held: int = 200_000,
         highwater: HighWater | None = None,
+        partitions: int = 0,
     ) -> None:
         self.sink = sink
         self.index = index
@@ -102,7 +103,11 @@ class Pipeline:
         self.scorer = scorer
         self.clock = clock
         self.order: EventTimeOrder[Inbound, EventBase] = EventTimeOrder(
-            streams, idle_seconds=idle_seconds, max_held=max_held, highwater=highwater
+            streams,
+            idle_seconds=idle_seconds,
+            max_held=max_held,
+            highwater=highwater,
+            partitions=range(partitions),
         )
         # (topic, partition) -> delivered offsets not acknowledged yet, newest delivered
         self._outstanding: dict[tuple[str, int], set[int]] = {}

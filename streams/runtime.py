@@ -202,6 +202,7 @@ class Runtime:
             idle_seconds=s.input_idle_seconds,
             max_held=s.max_held_events,
             highwater=self.faust.highwater,
+            partitions=s.partitions,
         )
         if self.scorer_factory is not None:
             self.scorer = self.scorer_factory(self)

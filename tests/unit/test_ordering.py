@@ -135,3 +135,24 @@ def test_an_input_whose_last_messages_were_rejected_still_catches_up() -> None:
     assert order.release(now=30.0) == []
     order.seen([Item("i", 0, 2)], now=30.0)  # offset 2 was a broken line: rejected
     assert hours(order.release(now=30.0)) == [9]
+
+
+def test_a_partition_that_has_not_delivered_yet_holds_the_horizon() -> None:
+    # After a restart partition 0 may be fetched before partition 1: partition 1's
+    # (older) events must not find the clock already past them.
+    order: EventTimeOrder[Item, Event] = EventTimeOrder(
+        ["i", "p"], idle_seconds=5.0, highwater=lambda topic, partition: 10**6, partitions=[0, 1]
+    )
+    order.add([ev("i", n, 24.0 * n, partition=0) for n in range(5)], now=0.0)
+    order.add([ev("p", n, 24.0 * n + 1, partition=0) for n in range(5)], now=0.0)
+    assert order.release(now=1.0) == []  # partition 1 delivered nothing yet
+    order.add([ev("i", 0, 30.0, partition=1), ev("p", 0, 31.0, partition=1)], now=2.0)
+    assert hours(order.release(now=2.0)) == [0, 1, 24, 25, 30]
+
+
+def test_a_partition_that_never_delivers_falls_idle_after_the_first_delivery() -> None:
+    # no high watermark known: wall-clock idleness, counted from when fetching began
+    order: EventTimeOrder[Item, Event] = EventTimeOrder(["i"], idle_seconds=5.0, partitions=[0, 1])
+    order.add([ev("i", 0, 1.0, partition=0)], now=100.0)
+    assert order.release(now=104.0) == []
+    assert hours(order.release(now=105.0)) == [1]
