@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 INPUT_STREAMS = ("interactions", "purchases")
 OUTPUT_TOPICS = ("scores", "alerts", "dead-letter")
 
+#: Largest record Pulse produces with Faust's producer (the state table's models record).
+MAX_RECORD_BYTES = 64 << 20
+
 
 def _inbound(event: EventT) -> Inbound:
     message = event.message
@@ -77,13 +80,16 @@ class PulseApp:
             # ms of linger, batches up to 1 MiB) instead of one produce request each
             producer_linger=0.005,
             producer_max_batch_size=1 << 20,
+            # the models record of a checkpoint grows with the community (1.04 MB at
+            # 20,000 members, over the 1 MB default); consumers fetch it whatever its size
+            producer_max_request_size=MAX_RECORD_BYTES,
             key_serializer="raw",
             value_serializer="raw",
         )
         self.input_topics = [settings.topic(name) for name in INPUT_STREAMS]
         self.source = self.app.topic(*self.input_topics, key_type=bytes, value_type=bytes)
         self.dead_letter = self.app.topic(settings.topic("dead-letter"), internal=False)
-        self.state = StateTable(self.app, settings.partitions)
+        self.state = StateTable(self.app, settings.partitions, MAX_RECORD_BYTES)
         self._highwaters: dict[tuple[str, int], int] = {}
         self._take_max = take_max
         self.app.agent(self.source, name="pulse.ingest")(self._ingest)

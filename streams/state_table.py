@@ -136,7 +136,7 @@ def _same(x: Any) -> Any:
 class StateTable:
     """The ``member-state`` Faust table of one app: write checkpoints, read them back."""
 
-    def __init__(self, app: faust.App, partitions: int) -> None:
+    def __init__(self, app: faust.App, partitions: int, max_record_bytes: int) -> None:
         self.app = app
         self.partitions = partitions
         self.table = app.Table(
@@ -145,6 +145,8 @@ class StateTable:
             key_type=bytes,
             value_type=bytes,
             use_partitioner=True,  # written from checkpoints, not from inside a stream
+            # the models record grows with the community: let the topic take it
+            extra_topic_configs={"max.message.bytes": str(max_record_bytes)},
             help="Sealed member states and models, as checkpointed (see streams.state_table).",
         )
         self.written = 0
