@@ -39,7 +39,7 @@ import faust
 from faust.types import TP
 from faust.types.stores import StoreT
 
-__all__ = ["StateTable", "StateRecord", "TABLE_NAME", "consistent"]
+__all__ = ["StateTable", "StateRecord", "TABLE_NAME", "COMMIT_KEY", "consistent"]
 
 TABLE_NAME = "member-state"
 
