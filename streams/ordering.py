@@ -110,7 +110,7 @@ class EventTimeOrder(Generic[ItemT, EventT]):
         self._partitions: set[int] = set()
         self._first_delivery: float | None = None  # wall time the first message came in
         for partition in partitions:  # known up front: each holds the horizon from the start
-            self._input(self.topics[0], partition, None)
+            self._register(partition, None)
 
     @property
     def held(self) -> int:
@@ -135,11 +135,15 @@ class EventTimeOrder(Generic[ItemT, EventT]):
             state.newest = at if state.newest is None else max(state.newest, at)
             heapq.heappush(self._held, (at, item.topic, item.partition, item.offset, item, event))
 
-    def _input(self, topic: str, partition: int, now: float | None) -> _Input:
+    def _register(self, partition: int, now: float | None) -> None:
+        """Every input topic of ``partition`` (one that never delivers idles out in time)."""
         if partition not in self._partitions:
             self._partitions.add(partition)
-            for name in self.topics:  # an input that never delivers idles out in time
+            for name in self.topics:
                 self._inputs.setdefault((name, partition), _Input(None, now))
+
+    def _input(self, topic: str, partition: int, now: float) -> _Input:
+        self._register(partition, now)
         return self._inputs.setdefault((topic, partition), _Input(None, now))
 
     def horizon(self, now: float) -> float | None:

@@ -22,9 +22,10 @@ record in embedded mode, where the broker keeps nothing across restarts) and to
 the changelog-backed Faust table ``member-state`` (:mod:`streams.state_table`,
 the durable record with a real Kafka cluster). Before the first batch -- once
 Faust has recovered the table -- the stage restores every member state and the
-models, taking per member the newer of the two; redelivered events that the
-restored state already holds are recognised by the state's ring of applied
-event ids and change nothing.
+models from one consistent checkpoint merged from the two
+(:func:`streams.state_table.consistent`); redelivered events that the restored
+state already holds are recognised by the state's ring of applied event ids and
+change nothing.
 """
 
 from __future__ import annotations
@@ -376,7 +377,7 @@ class StreamScorer:
         records for the state table (models last).
         """
         version = self._version = max(self._version + 1, time.time_ns() // 1000)
-        rows: list[dict[str, Any]] = []
+        records: list[StateRecord] = []
         for member_id, partition in touched.items():
             state = self.engine.states.get(member_id)
             # an erased member leaves a tombstone, so a restore does not bring them back
@@ -385,15 +386,8 @@ class StreamScorer:
                 if state is None
                 else self.sealer.seal(json.dumps(state.to_dict(), separators=(",", ":")).encode())
             )
-            rows.append(
-                {
-                    "member_id": self.pseudonym(member_id),
-                    "source_partition": partition,
-                    "version": version,
-                    "state": sealed,
-                }
-            )
-        if rows:  # every checkpoint ends with the models: the commit record of the table
+            records.append(StateRecord(self.pseudonym(member_id), partition, version, sealed))
+        if records:  # every checkpoint ends with the models: the commit record of the table
             models = {
                 "at": at.isoformat() if at is not None else None,
                 "saved_at": datetime.now(UTC).isoformat(),
@@ -401,24 +395,25 @@ class StreamScorer:
                 "alerts": self.alerts.checkpoint(),
             }
             payload = json.dumps(models, separators=(",", ":")).encode()
-            rows.append(
-                {
-                    "member_id": MODELS_ROW,
-                    "source_partition": 0,
-                    "version": version,
-                    "state": self.sealer.seal(payload),
-                }
+            records.append(StateRecord(MODELS_ROW, 0, version, self.sealer.seal(payload)))
+            sink.add(
+                "member_state",
+                [
+                    {
+                        "member_id": r.key,
+                        "source_partition": r.partition,
+                        "version": r.version,
+                        "state": r.sealed,
+                    }
+                    for r in records
+                ],
             )
-        if rows:
-            sink.add("member_state", rows)
         self.metrics.members.set(len(self.engine.states))
         for stage, n in self.stages.items():
             self.metrics.members_by_stage.labels(stage).set(n)
         for risk, n in self.risks.items():
             self.metrics.members_by_churn_risk.labels(risk).set(n)
-        return [
-            StateRecord(r["member_id"], r["source_partition"], version, r["state"]) for r in rows
-        ]
+        return records
 
     def close(self) -> None:
         """Flush score and alert messages, stop the webhook thread."""

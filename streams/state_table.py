@@ -149,7 +149,7 @@ class StateTable:
             extra_topic_configs={"max.message.bytes": str(max_record_bytes)},
             help="Sealed member states and models, as checkpointed (see streams.state_table).",
         )
-        self.written = 0
+        self.written = 0  # member and models records sent (commit markers not counted)
         # version of the newest checkpoint known complete in the changelog (set at restore)
         self.committed_through = 0
 
