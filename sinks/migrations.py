@@ -11,8 +11,9 @@ Member ids in every table are pseudonyms (see :mod:`sinks.privacy`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from sinks.errors import MigrationError
 
@@ -24,11 +25,16 @@ class _Commands(Protocol):
     def query(self, query: str) -> object: ...
 
 
+#: A step of a migration: an idempotent SQL statement (``{db}`` is the database), or a
+#: function of (client, database) for a step SQL alone cannot make idempotent.
+Step = str | Callable[[Any, str], None]
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
     name: str
-    statements: tuple[str, ...]
+    statements: tuple[Step, ...]
 
 
 _TS = "DateTime64(3, 'UTC')"
@@ -287,6 +293,146 @@ _ONE_CHECKPOINT = Migration(
     ("DROP TABLE IF EXISTS {db}.model_checkpoints",),
 )
 
+
+_TAGS = (
+    "task UInt16 DEFAULT 0 COMMENT 'the input partition (task) that wrote the row'",
+    "gen UInt64 DEFAULT 0 COMMENT 'the generation of that task (a new one per restore)'",
+    "seq UInt64 DEFAULT 0 COMMENT 'the checkpoint of that task the row belongs to'",
+)
+
+
+def _add_tags(table: str, with_output_id: bool) -> tuple[str, ...]:
+    columns = list(_TAGS)
+    if with_output_id:
+        columns.append("output_id String DEFAULT '' COMMENT 'deterministic identity of the row'")
+    return tuple(
+        f"ALTER TABLE {{db}}.{table} ADD COLUMN IF NOT EXISTS {column}" for column in columns
+    )
+
+
+_APPEND_ONLY = {
+    "lifecycle_transitions": f"""
+        CREATE TABLE IF NOT EXISTS {{db}}.{{table}} (
+            member_id String,
+            at {_TS},
+            from_stage LowCardinality(String),
+            to_stage LowCardinality(String),
+            cause_event_type LowCardinality(String),
+            community_id LowCardinality(String),
+            output_id String,
+            {", ".join(_TAGS)}
+        ) ENGINE = MergeTree
+        ORDER BY (member_id, at)
+        """,
+    "model_metrics": f"""
+        CREATE TABLE IF NOT EXISTS {{db}}.{{table}} (
+            model LowCardinality(String),
+            model_version LowCardinality(String),
+            at {_TS},
+            labels_seen UInt64,
+            roc_auc Nullable(Float64),
+            log_loss Nullable(Float64),
+            calibration_error Nullable(Float64),
+            positive_rate Nullable(Float64),
+            drift_detected UInt8,
+            promoted UInt8,
+            output_id String,
+            {", ".join(_TAGS)}
+        ) ENGINE = MergeTree
+        ORDER BY (model, at)
+        """,
+    "alerts": f"""
+        CREATE TABLE IF NOT EXISTS {{db}}.{{table}} (
+            alert_id String COMMENT 'deterministic: rule, subject, episode and status',
+            rule LowCardinality(String),
+            severity LowCardinality(String),
+            status LowCardinality(String) COMMENT 'fired or resolved',
+            subject_type LowCardinality(String) COMMENT 'member or community',
+            subject_id String COMMENT 'member pseudonym or community id',
+            value Float64,
+            threshold Float64,
+            raised_at {_TS} COMMENT 'event time',
+            context String COMMENT 'JSON',
+            emitted_at {_TS},
+            {", ".join(_TAGS)}
+        ) ENGINE = MergeTree
+        ORDER BY (rule, subject_id, raised_at)
+        """,
+}
+
+
+def _rebuild_append_only(client: Any, database: str) -> None:
+    """Rebuild the tables that must keep every write as plain MergeTree (they were
+    ReplacingMergeTree, which collapses repeated rows and so hides a doubled output).
+    Resumable: a crash between the steps is finished by the next start."""
+    for table, ddl in _APPEND_ONLY.items():
+        old = f"{table}_before_v7"
+
+        def exists(name: str) -> bool:
+            return bool(
+                client.query(
+                    "SELECT count() FROM system.tables WHERE database = {d:String} "
+                    "AND name = {t:String}",
+                    parameters={"d": database, "t": name},
+                ).result_rows[0][0]
+            )
+
+        def engine(name: str) -> str:
+            return str(
+                client.query(
+                    "SELECT engine FROM system.tables WHERE database = {d:String} "
+                    "AND name = {t:String}",
+                    parameters={"d": database, "t": name},
+                ).result_rows[0][0]
+            )
+
+        if exists(table) and not exists(old) and engine(table) != "MergeTree":
+            client.command(f"RENAME TABLE {database}.{table} TO {database}.{old}")
+        client.command(ddl.format(db=database, table=table))
+        if exists(old):
+            columns = [
+                str(row[0])
+                for row in client.query(
+                    "SELECT name FROM system.columns WHERE database = {d:String} "
+                    "AND table = {t:String}",
+                    parameters={"d": database, "t": old},
+                ).result_rows
+            ]
+            names = ", ".join(columns)
+            empty = not client.query(f"SELECT count() FROM {database}.{table}").result_rows[0][0]
+            if empty:
+                client.command(
+                    f"INSERT INTO {database}.{table} ({names}) SELECT {names} FROM {database}.{old}"
+                )
+            client.command(f"DROP TABLE {database}.{old}")
+
+
+_TASKS = Migration(
+    7,
+    "partition tasks: checkpoint tags and output identities, append-only outputs, task state",
+    (
+        *_add_tags("events", False),
+        *_add_tags("failed_events", False),
+        *_add_tags("member_scores", True),
+        *_add_tags("score_history", True),
+        _rebuild_append_only,
+        """
+        CREATE TABLE IF NOT EXISTS {db}.task_state (
+            task UInt16 COMMENT 'input partition',
+            key String COMMENT 'member pseudonym, or ~commit for the commit record',
+            gen UInt64,
+            seq UInt64 COMMENT 'checkpoint sequence of the task: the newest row wins',
+            state String COMMENT 'AES-GCM sealed JSON; empty: erased member'
+        ) ENGINE = ReplacingMergeTree(seq)
+        ORDER BY (task, key)
+        SETTINGS non_replicated_deduplication_window = 1000
+        """,
+        # one global checkpoint per worker (PR 3) cannot be split into partition tasks:
+        # members restart from their events (see README, upgrading)
+        "DROP TABLE IF EXISTS {db}.member_state",
+    ),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     _FOUNDATION,
     _SCORING,
@@ -294,13 +440,15 @@ MIGRATIONS: tuple[Migration, ...] = (
     _BI_VIEWS,
     _ALERT_STATE,
     _ONE_CHECKPOINT,
+    _TASKS,
 )
 
 #: Tables Pulse writes, in the order a batch is flushed: the records derived from
-#: events first, then ``member_state`` (the states and models that say those records
-#: were produced), then ``events`` (the de-duplication record) last. A crash between
-#: two inserts therefore re-derives records (idempotent by key and version) rather
-#: than losing them.
+#: events, the failures, the events (the de-duplication record), and ``task_state``
+#: last: its insert holds the member states and each task's commit record, so a
+#: checkpoint is committed (with ClickHouse as the record) exactly when it lands.
+#: Rows of a checkpoint whose commit never landed are rolled back at the next restore
+#: (see :mod:`streams.checkpoint_store`).
 TABLES: tuple[str, ...] = (
     "member_scores",
     "score_history",
@@ -308,8 +456,8 @@ TABLES: tuple[str, ...] = (
     "model_metrics",
     "alerts",
     "failed_events",
-    "member_state",
     "events",
+    "task_state",
 )
 
 
@@ -336,7 +484,10 @@ def apply_migrations(client: _Commands, database: str) -> list[int]:
             continue
         for statement in migration.statements:
             try:
-                client.command(statement.format(db=database))
+                if callable(statement):
+                    statement(client, database)
+                else:
+                    client.command(statement.format(db=database))
             except Exception as exc:
                 raise MigrationError(
                     f"migration {migration.version} ({migration.name}) failed: {exc}"

@@ -2,6 +2,19 @@
 
 Every function takes a :class:`~sinks.privacy.Pseudonymizer`; a member id
 passes through it before it is written.
+
+Every row a task writes carries the checkpoint it belongs to (:class:`Tags`:
+task, generation, sequence), so rows of a checkpoint that never committed can be
+found and rolled back (:mod:`streams.checkpoint_store`). Every derived row also
+carries a deterministic ``output_id``: the same cause gives the same id, in a
+re-run or on another worker, so a reader of a Kafka topic can de-duplicate and a
+test can count.
+
+>>> output_id("score", "0b6f3c1e-8a53-4b8e-9a43-3f1c2b0f7e11") == output_id(
+...     "score", "0b6f3c1e-8a53-4b8e-9a43-3f1c2b0f7e11")
+True
+>>> len(output_id("silence", "ab12", "2026-03-01T00:00:00+00:00", "churn-prior"))
+32
 """
 
 from __future__ import annotations
@@ -9,19 +22,57 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from schemas.envelope import EventBase
+from scoring.alerts import AlertRecord
+from scoring.records import LifecycleTransition, ModelMetrics, ScoreRecord
 from sinks.privacy import Pseudonymizer
 
-__all__ = ["event_row", "failed_row", "utc"]
+__all__ = [
+    "Tags",
+    "output_id",
+    "event_row",
+    "failed_row",
+    "score_row",
+    "score_output_id",
+    "transition_row",
+    "metrics_row",
+    "alert_row",
+    "utc",
+]
 
 _AMOUNT_FIELDS = ("premium", "amount_paid", "amount", "estimated_premium", "points")
+
+
+class Tags(NamedTuple):
+    """The checkpoint a row belongs to: its task (input partition), generation, sequence."""
+
+    task: int
+    gen: int
+    seq: int
+
+    def columns(self) -> dict[str, int]:
+        return {"task": self.task, "gen": self.gen, "seq": self.seq}
+
+
+def output_id(kind: str, *cause: str) -> str:
+    """Deterministic identity of an output: 128-bit hex of its kind and cause.
+
+    Causes never hold a member id in clear (pseudonyms and event ids only).
+    """
+    key = "|".join((kind, *cause)).encode()
+    return hashlib.blake2b(key, digest_size=16).hexdigest()
 
 
 def utc(moment: datetime) -> datetime:
     """Naive UTC datetime, the form clickhouse-connect writes into DateTime64('UTC')."""
     return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _version(moment: datetime) -> int:
+    """Row version: event time in microseconds (later record wins in ReplacingMergeTree)."""
+    return int(round(moment.timestamp() * 1_000_000))
 
 
 def event_row(
@@ -32,6 +83,7 @@ def event_row(
     offset: int,
     pseudonym: Pseudonymizer,
     ingested_at: datetime,
+    tags: Tags,
 ) -> dict[str, Any]:
     """The ``events`` row of a validated event."""
     props = event.properties.model_dump(mode="json")  # type: ignore[attr-defined]
@@ -51,6 +103,7 @@ def event_row(
         "source_partition": partition,
         "source_offset": offset,
         "ingested_at": utc(ingested_at),
+        **tags.columns(),
     }
 
 
@@ -66,6 +119,7 @@ def failed_row(
     detail: str,
     pseudonym: Pseudonymizer,
     failed_at: datetime,
+    tags: Tags,
 ) -> dict[str, Any]:
     """The ``failed_events`` row of a rejected message: its shape, never its content."""
     event_type = ""
@@ -73,7 +127,7 @@ def failed_row(
         document = json.loads(raw)
         if isinstance(document, dict) and isinstance(document.get("event_type"), str):
             event_type = document["event_type"][:40]
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         pass
     return {
         "failed_at": utc(failed_at),
@@ -87,4 +141,99 @@ def failed_row(
         "payload_bytes": len(raw),
         "payload_sha256": hashlib.sha256(raw).hexdigest(),
         "key_pseudonym": pseudonym(key.decode("utf-8", "replace")) if key else "",
+        **tags.columns(),
+    }
+
+
+def score_output_id(record: ScoreRecord, member: str, cause: str | None) -> str:
+    """An event's score is named by the event; a re-score by member, moment and model."""
+    if cause is not None:
+        return output_id("score", cause)
+    return output_id(record.trigger, member, record.scored_at.isoformat(), record.model_version)
+
+
+def score_row(
+    record: ScoreRecord, *, pseudonym: Pseudonymizer, cause: str | None, tags: Tags
+) -> dict[str, Any]:
+    """The ``member_scores`` / ``score_history`` row of a score (``cause``: the event id)."""
+    member = pseudonym(record.member_id)
+    return {
+        "member_id": member,
+        "scored_at": utc(record.scored_at),
+        "trigger": record.trigger,
+        "engagement_score": record.engagement_score,
+        "engagement_tier": record.engagement_tier,
+        "churn_probability": record.churn_probability,
+        "churn_risk": record.churn_risk,
+        "churn_model": record.churn_model,
+        "conversion_probability": record.conversion_probability,
+        "lifecycle_stage": record.lifecycle_stage,
+        "top_drivers": [(f, float(c)) for f, c in record.top_drivers],
+        "model_version": record.model_version,
+        "last_event_at": utc(record.last_event_at),
+        "community_id": record.community_id or "",
+        "annual_premium": float(record.annual_premium),
+        "active_policies": int(record.active_policies),
+        "version": _version(record.scored_at),
+        "output_id": score_output_id(record, member, cause),
+        **tags.columns(),
+    }
+
+
+def transition_row(
+    record: LifecycleTransition, *, pseudonym: Pseudonymizer, tags: Tags
+) -> dict[str, Any]:
+    """The ``lifecycle_transitions`` row: a member moves stage at most once per instant."""
+    member = pseudonym(record.member_id)
+    return {
+        "member_id": member,
+        "at": utc(record.at),
+        "from_stage": record.from_stage,
+        "to_stage": record.to_stage,
+        "cause_event_type": record.cause_event_type,
+        "community_id": record.community_id or "",
+        "output_id": output_id(
+            "transition", member, record.at.isoformat(), record.from_stage, record.to_stage
+        ),
+        **tags.columns(),
+    }
+
+
+def metrics_row(record: ModelMetrics, *, tags: Tags) -> dict[str, Any]:
+    """The ``model_metrics`` row of one model-quality report."""
+    row = record.to_row()
+    row.update(
+        at=utc(record.at),
+        drift_detected=int(record.drift_detected),
+        promoted=int(record.promoted),
+        output_id=output_id(
+            "metrics",
+            record.model,
+            record.model_version,
+            record.at.isoformat(),
+            str(record.labels_seen),
+        ),
+        **tags.columns(),
+    )
+    return row
+
+
+def alert_row(
+    alert: AlertRecord, *, pseudonym: Pseudonymizer, emitted_at: datetime, tags: Tags
+) -> dict[str, Any]:
+    """The ``alerts`` row: a member subject by pseudonym; the alert id is its identity."""
+    member = alert.subject_type == "member"
+    return {
+        "alert_id": alert.alert_id,
+        "rule": alert.rule,
+        "severity": alert.severity,
+        "status": alert.status,
+        "subject_type": alert.subject_type,
+        "subject_id": pseudonym(alert.subject_id) if member else alert.subject_id,
+        "value": float(alert.value),
+        "threshold": float(alert.threshold),
+        "raised_at": utc(alert.raised_at),
+        "context": json.dumps(alert.context, sort_keys=True, default=str),
+        "emitted_at": utc(emitted_at),
+        **tags.columns(),
     }

@@ -1,152 +1,21 @@
-"""The alert stage: threshold rules on scores, emitted to ClickHouse, Kafka, metrics, webhooks.
+"""Alert rules as the worker loads them: the configured file, or the shipped defaults.
 
-Fed by the scoring stage with every score record and survey answer of a batch,
-and the batch's event-time watermark. What fires or resolves goes, in the same
-batch as the scores, to the ``alerts`` table (member ids pseudonymised) and to
-``pulse.alerts`` (keyed by member or community id), and moves the
-``pulse_alerts_*`` metrics (labels: rule and severity only). Webhooks are
-queued once the batch is stored. The engine's state is sealed into every model
-checkpoint, so a restart neither forgets an open episode nor fires it again;
-alert ids are deterministic per episode, so a redelivered batch writes the same
-ids.
+The rules run in each partition task (:mod:`streams.task`): member rules on the
+task's own scores, and their alerts go out with the task's checkpoints -- rows in
+``alerts`` (member ids pseudonymised), messages on ``pulse.alerts`` with their
+alert id, the ``pulse_alerts_*`` metrics (labels: rule and severity only), and
+webhooks once the checkpoint committed.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from scoring.alerts import AlertEngine, AlertRecord, RuleSet, default_rules, load_rules
-from scoring.records import ScoreRecord
-from sinks.clickhouse import ClickHouseSink
-from sinks.privacy import Pseudonymizer
-from sinks.rows import utc
-from sinks.sealing import Sealer
-from streams.metrics import PulseMetrics
-from streams.webhooks import WebhookSender
+from scoring.alerts import RuleSet, default_rules, load_rules
 
-__all__ = ["AlertStage", "rules_from_settings"]
-
-Publish = Callable[[str, bytes, bytes], None]
+__all__ = ["rules_from_settings"]
 
 
 def rules_from_settings(path: str) -> RuleSet:
     """The configured rules file, or the shipped defaults."""
     return load_rules(Path(path)) if path else default_rules()
-
-
-class AlertStage:
-    """Runs the alert engine over score records and emits what it raises."""
-
-    def __init__(
-        self,
-        rules: RuleSet,
-        *,
-        metrics: PulseMetrics,
-        pseudonym: Pseudonymizer,
-        sealer: Sealer,
-        publish: Publish,
-        topic: str,
-    ) -> None:
-        self.rules = rules
-        self.engine = AlertEngine(rules)
-        self.metrics = metrics
-        self.pseudonym = pseudonym
-        self.sealer = sealer
-        self.publish = publish
-        self.topic = topic
-        self.webhooks = WebhookSender(rules, metrics) if rules.webhooks else None
-        self.fired = 0
-        self._export_active()
-        for rule in rules.rules:  # counters exist at 0 from the start, so rate() sees the first
-            self.metrics.alerts_fired.labels(rule.name, rule.severity)
-            self.metrics.alerts_resolved.labels(rule.name, rule.severity)
-
-    def restore(self, sealed: str) -> None:
-        if sealed:
-            state = json.loads(self.sealer.open(sealed))
-            self.engine = AlertEngine.from_dict(self.rules, state)
-            self._export_active()
-
-    def checkpoint(self) -> str:
-        return self.sealer.seal(json.dumps(self.engine.to_dict(), separators=(",", ":")).encode())
-
-    def observe(
-        self,
-        scores: list[ScoreRecord],
-        surveys: list[tuple[str, int, datetime]],
-        watermark: datetime | None,
-    ) -> list[AlertRecord]:
-        alerts: list[AlertRecord] = []
-        for record in scores:
-            alerts.extend(self.engine.on_score(record))
-        for community, nps, at in surveys:
-            alerts.extend(self.engine.on_survey(community, nps, at))
-        if watermark is not None:
-            alerts.extend(self.engine.advance(watermark))
-        return alerts
-
-    def emit(self, alerts: list[AlertRecord], sink: ClickHouseSink) -> None:
-        if not alerts:
-            return
-        now = utc(datetime.now(UTC))
-        rows = []
-        hooks: list[tuple[str, str, dict[str, Any]]] = []
-        for alert in alerts:
-            row = alert.to_row()
-            member = alert.subject_type == "member"
-            subject = self.pseudonym(alert.subject_id) if member else alert.subject_id
-            rows.append(
-                {
-                    "alert_id": alert.alert_id,
-                    "rule": alert.rule,
-                    "severity": alert.severity,
-                    "status": alert.status,
-                    "subject_type": alert.subject_type,
-                    "subject_id": subject,
-                    "value": float(alert.value),
-                    "threshold": float(alert.threshold),
-                    "raised_at": utc(alert.raised_at),
-                    "context": row["context"],
-                    "emitted_at": now,
-                }
-            )
-            message = {
-                **{k: v for k, v in row.items() if k != "webhook"},
-                "raised_at": alert.raised_at.isoformat(),
-                "episode_start": alert.episode_start.isoformat(),
-                "context": alert.context,
-            }
-            value = json.dumps(message, default=str, separators=(",", ":")).encode()
-            self.publish(self.topic, alert.subject_id.encode(), value)
-            counter = (
-                self.metrics.alerts_fired
-                if alert.status == "fired"
-                else self.metrics.alerts_resolved
-            )
-            counter.labels(alert.rule, alert.severity).inc()
-            self.fired += alert.status == "fired"
-            if alert.webhook and alert.status == "fired" and self.webhooks is not None:
-                hooks.append((alert.webhook, alert.rule, {**message, "member_pseudonym": subject}))
-        sink.add("alerts", rows)
-        if hooks:
-            webhooks = self.webhooks
-            assert webhooks is not None
-
-            def deliver() -> None:  # only once the alerts are stored
-                for hook in hooks:
-                    webhooks.enqueue(*hook)
-
-            sink.add_ack(deliver)
-        self._export_active()
-
-    def _export_active(self) -> None:
-        for (rule, severity), n in self.engine.active().items():
-            self.metrics.alerts_active.labels(rule, severity).set(n)
-
-    def stop(self) -> None:
-        if self.webhooks is not None:
-            self.webhooks.stop()

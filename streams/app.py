@@ -1,21 +1,24 @@
-"""The Faust application: topics, the ingest agent, and the tasks around it.
+"""The Faust application: topics, the ingest agent, rebalance hooks and timers.
 
 One agent reads both input topics (they are co-partitioned, keyed by
-``member_id``), so all of a member's events meet in one stream. The agent
-takes batches with ``noack_take``: Faust does not acknowledge anything by
-itself; the pipeline acknowledges a batch only after its rows are stored in
-ClickHouse, and Faust commits the offsets that have been acknowledged.
+``member_id``), so all of a member's events meet in one stream. The agent takes
+batches with ``noack_take``: Faust acknowledges nothing by itself; a partition
+task acknowledges a message once the checkpoint covering it committed
+(:mod:`streams.checkpoint`), in offset order, and Faust commits those offsets.
 
-The scorer's checkpoints also go to a changelog-backed Faust table
-(:mod:`streams.state_table`), from which a worker resumes when its ClickHouse
-data is not there (a new host, a lost data dir).
+Faust's rebalance signals drive the partition tasks: ``on_partitions_revoked``
+makes every task commit what it applied (:meth:`Pipeline.revoke`),
+``on_partitions_assigned`` forgets the tasks that moved away, and
+``on_rebalance_complete`` (the state table recovered) lets the new ones restore.
+
+With Kafka as the record of task state (``PULSE_STATE_STORE=kafka``) checkpoints
+also go to a changelog-backed Faust table (:mod:`streams.state_table`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import TP, EventT
@@ -24,14 +27,14 @@ from streams.config import Settings
 from streams.pipeline import Inbound, Pipeline
 from streams.state_table import StateTable
 
-__all__ = ["PulseApp", "INPUT_STREAMS", "OUTPUT_TOPICS"]
+__all__ = ["PulseApp", "INPUT_STREAMS", "OUTPUT_TOPICS", "MAX_RECORD_BYTES"]
 
 log = logging.getLogger(__name__)
 
 INPUT_STREAMS = ("interactions", "purchases")
 OUTPUT_TOPICS = ("scores", "alerts", "dead-letter")
 
-#: Largest record Pulse produces with Faust's producer (the state table's models record).
+#: Largest record Pulse produces to the changelog (a task record holds its models).
 MAX_RECORD_BYTES = 64 << 20
 
 
@@ -56,7 +59,6 @@ class PulseApp:
         self.settings = settings
         self.pipeline: Pipeline | None = None
         self.crashed: BaseException | None = None
-        self.on_started: list[Callable[[], Any]] = []
         self.app = faust.App(
             settings.app_id,
             broker=f"kafka://{bootstrap}",
@@ -67,8 +69,8 @@ class PulseApp:
             topic_replication_factor=1,
             topic_disable_leader=True,
             broker_rebalance_timeout=settings.rebalance_timeout_seconds,
-            # Events held for event-time order are acknowledged later or redelivered after
-            # a restart: Faust must not wait for them to stop or rebalance.
+            # Held events are acknowledged later or redelivered to the next owner:
+            # Faust must not wait for them to stop or rebalance.
             stream_wait_empty=False,
             broker_session_timeout=max(6.0, settings.rebalance_timeout_seconds),
             broker_heartbeat_interval=1.0,
@@ -80,28 +82,32 @@ class PulseApp:
             # ms of linger, batches up to 1 MiB) instead of one produce request each
             producer_linger=0.005,
             producer_max_batch_size=1 << 20,
-            # the models record of a checkpoint grows with the community (1.04 MB at
-            # 20,000 members, over the 1 MB default); consumers fetch it whatever its size
+            # a task record holds its models; consumers fetch it whatever its size
             producer_max_request_size=MAX_RECORD_BYTES,
             key_serializer="raw",
             value_serializer="raw",
         )
         self.input_topics = [settings.topic(name) for name in INPUT_STREAMS]
         self.source = self.app.topic(*self.input_topics, key_type=bytes, value_type=bytes)
-        self.dead_letter = self.app.topic(settings.topic("dead-letter"), internal=False)
-        self.state = StateTable(self.app, settings.partitions, MAX_RECORD_BYTES)
+        self.state: StateTable | None = None
+        if settings.state_store_kind == "kafka":
+            self.state = StateTable(self.app, settings.partitions, MAX_RECORD_BYTES)
         self._highwaters: dict[tuple[str, int], int] = {}
         self._take_max = take_max
+        self._recovered = True
+        self.rebalances = 0
         self.app.agent(self.source, name="pulse.ingest")(self._ingest)
         self.app.task(self._run_sink)
-        self.app.timer(2.0)(self._report_commits)
-        self.app.timer(1.0)(self._tick_clocks)
+        self.app.timer(1.0)(self._tick)
+        # Faust calls them as (app, partitions, signal=..., **kwargs)
+        self.app.on_partitions_revoked.connect(cast(Any, self._on_revoked))
+        self.app.on_partitions_assigned.connect(cast(Any, self._on_assigned))
+        self.app.on_rebalance_complete.connect(cast(Any, self._on_recovered))
 
+    # --- agent and timers ------------------------------------------------------------
     async def _ingest(self, stream: Any) -> None:
         async for events in stream.noack_take(self._take_max, within=0.2):
-            pipeline = self.pipeline
-            if pipeline is None:  # pragma: no cover - set before the worker starts
-                raise RuntimeError("PulseApp.pipeline must be set before the worker starts")
+            pipeline = self._pipeline()
             try:
                 await pipeline.handle([_inbound(e) for e in events])
             except Exception as exc:
@@ -111,9 +117,42 @@ class PulseApp:
                 log.exception("the ingest agent crashed; its batch stays uncommitted")
                 raise
 
+    def _pipeline(self) -> Pipeline:
+        if self.pipeline is None:  # pragma: no cover - set before the worker starts
+            raise RuntimeError("PulseApp.pipeline must be set before the worker starts")
+        return self.pipeline
+
     async def _run_sink(self) -> None:
-        assert self.pipeline is not None
-        await self.pipeline.sink.run()
+        await self._pipeline().sink.run()
+
+    async def _tick(self) -> None:
+        """Horizons move on when an input falls idle, even if no new batch comes."""
+        try:
+            await self._pipeline().tick()
+        except Exception as exc:
+            self.crashed = exc
+            log.exception("the pipeline's tick crashed")
+            raise
+
+    # --- rebalances ------------------------------------------------------------------
+    async def _on_revoked(self, app: Any, revoked: set[TP], **_: Any) -> None:
+        self._recovered = False
+        self.rebalances += 1
+        try:
+            await self._pipeline().revoke()
+        except Exception as exc:
+            self.crashed = exc
+            log.exception("committing the revoked tasks failed")
+            raise
+
+    async def _on_assigned(self, app: Any, assigned: set[TP], **_: Any) -> None:
+        inputs = set(self.input_topics)
+        partitions = {tp.partition for tp in assigned if tp.topic in inputs}
+        log.info("assigned input partitions %s", sorted(partitions))
+        await self._pipeline().assign(partitions, lambda: self._recovered)
+
+    async def _on_recovered(self, app: Any, **_: Any) -> None:
+        self._recovered = True
 
     def highwater(self, topic: str, partition: int) -> int | None:
         """The high watermark of an input from the consumer's latest fetch (None: unknown).
@@ -129,24 +168,3 @@ class PulseApp:
         if high is not None:
             self._highwaters[(topic, partition)] = int(high)
         return self._highwaters.get((topic, partition))
-
-    async def _tick_clocks(self) -> None:
-        """Event-time clocks move on when an input falls idle, even if no new batch comes."""
-        if self.pipeline is not None:
-            await self.pipeline.tick()
-
-    async def _report_commits(self) -> None:
-        """Export the committed offsets Faust holds (they move only after rows are stored)."""
-        if self.pipeline is None:
-            return
-        committed = getattr(self.app.consumer, "_committed_offset", {})
-        gauge = self.pipeline.metrics.committed_offset
-        for tp, offset in list(committed.items()):
-            if offset is not None:
-                gauge.labels(tp.topic, str(tp.partition)).set(offset)
-
-    async def publish_dead_letter(
-        self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
-    ) -> Any:
-        """Send a rejected message to the dead-letter topic; the result resolves on delivery."""
-        return await self.dead_letter.send(key=key, value=value, headers=headers)

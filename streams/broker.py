@@ -27,12 +27,20 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from schemas.errors import PulseError
 
-__all__ = ["EmbeddedBroker", "BrokerError", "ensure_topics", "wait_for_broker", "free_port"]
+__all__ = [
+    "EmbeddedBroker",
+    "BrokerError",
+    "ensure_topics",
+    "wait_for_broker",
+    "free_port",
+    "cluster_id",
+    "read_to_end",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +75,26 @@ def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
     raise BrokerError(f"no Kafka broker answered at {bootstrap} within {timeout:.0f}s: {last}")
 
 
-def ensure_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+def cluster_id(bootstrap: str) -> str:
+    """The broker cluster's id: an embedded broker gets a new one at every start."""
+    return str(_admin(bootstrap).list_topics(timeout=10).cluster_id or "")
+
+
+def ensure_topics(
+    bootstrap: str,
+    names: list[str],
+    partitions: int,
+    *,
+    config: dict[str, str] | None = None,
+    replication: int = 1,
+) -> None:
     """Create the topics that do not exist yet (existing ones are left as they are)."""
     admin = _admin(bootstrap)
     existing = set(admin.list_topics(timeout=10).topics)
-    missing = [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
+    missing = [
+        NewTopic(n, num_partitions=partitions, replication_factor=replication, config=config or {})
+        for n in names
+    ]
     missing = [t for t in missing if t.topic not in existing]
     if not missing:
         return
@@ -89,6 +112,64 @@ def ensure_topics(bootstrap: str, names: list[str], partitions: int) -> None:
             return
         time.sleep(0.1)
     raise BrokerError(f"topics {names} did not appear with {partitions} partitions")
+
+
+def read_to_end(
+    bootstrap: str, starts: dict[tuple[str, int], int], timeout: float = 30.0
+) -> list[Message]:
+    """Every message of the given topic-partitions from their start offsets to their end.
+
+    The end is the high watermark a fetch reports (correct on Tansu, unlike its
+    list-offsets answer), so a read never stops short of the newest message.
+    """
+    if not starts:
+        return []
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"pulse-reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 50,
+            "logger": log,
+        }
+    )
+    try:
+        tps = [TopicPartition(t, p, max(0, o)) for (t, p), o in starts.items()]
+        consumer.assign(tps)
+        position = {(tp.topic, tp.partition): tp.offset for tp in tps}
+        messages: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            behind = []
+            for (topic, partition), offset in position.items():
+                _, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), cached=True
+                )
+                if high < 0 or offset < high:
+                    behind.append((topic, partition))
+            if not behind:
+                return messages
+            if time.monotonic() > deadline:
+                raise BrokerError(f"could not read {behind} to the end within {timeout:.0f}s")
+            for message in consumer.consume(1000, 0.2):
+                if message.error() is not None:
+                    continue
+                messages.append(message)
+                key = (str(message.topic()), int(message.partition() or 0))
+                position[key] = max(position[key], int(message.offset() or 0) + 1)
+    finally:
+        consumer.close()
+
+
+def _parent_death_signal() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: the broker gets SIGTERM when the process that started it dies (even by
+    SIGKILL), so it never outlives its owner."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def tansu_binary() -> str:
@@ -130,7 +211,12 @@ class EmbeddedBroker:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         self.process = subprocess.Popen(  # noqa: S603 - fixed argv, our own binary
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_parent_death_signal,  # noqa: PLW1509 - no threads touched before exec
         )
         if out is not subprocess.DEVNULL:
             out.close()  # type: ignore[union-attr]

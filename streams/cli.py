@@ -39,15 +39,6 @@ def _settings() -> Settings:
     return Settings.from_env()
 
 
-def _scorer_factory() -> Any:
-    """The scoring stage, when the scoring package provides it."""
-    try:
-        from streams.scoring import scorer_factory
-    except ImportError:  # pragma: no cover - scoring not installed
-        return None
-    return scorer_factory
-
-
 def _stop_on_signals(stop: threading.Event) -> None:
     def handler(signum: int, frame: Any) -> None:
         if stop.is_set():  # a second Ctrl-C: leave now
@@ -83,7 +74,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     stop = threading.Event()
     _stop_on_signals(stop)
     print("starting Pulse: broker, ClickHouse, Faust worker ...", flush=True)
-    runtime = Runtime(settings, scorer=_scorer_factory()).start()
+    runtime = Runtime(settings).start()
     try:
         http = runtime.http.url if runtime.http else "(disabled)"
         print(
@@ -157,15 +148,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if running:
         return _replay_into_running(path, settings, running, args.timeout)
     started = time.monotonic()
-    with Runtime(settings, scorer=_scorer_factory(), serve_http=False) as runtime:
+    runtime = Runtime(settings, serve_http=False).start(consume=False)
+    try:
+        # everything is published before anything is read: no input looks caught up
+        # while the file is still being published, so the same file gives the same
+        # scores, alerts and transitions in every run, interrupted or not
         publisher = Publisher(runtime.bootstrap, settings.topic_prefix)
         report = publisher.publish_lines(
             read_lines(path), progress=lambda n: print(f"  published {n:,} lines", flush=True)
         )
+        publisher.close()
         targets = dict(report.last_offsets)
         print(
             f"published {report.published:,} of {report.lines:,} lines; processing ...", flush=True
         )
+        runtime.consume()
 
         def progress() -> None:
             if int(time.monotonic() * 5) % 25 == 0:
@@ -177,9 +174,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             "the pipeline to store every line",
             on_tick=progress,
         )
-        if runtime.scorer is not None and hasattr(runtime.scorer, "finish"):
-            runtime.scorer.finish(runtime)
         status = runtime.status()
+    finally:
+        runtime.stop()
     elapsed = time.monotonic() - started
     stored = status["processed"] - status["rejected"] - status["duplicates"]
     print(

@@ -67,9 +67,17 @@ class Settings:
     store: str = _env(
         "PULSE_STORE",
         "memory",
-        "Where the worker keeps the member-state Faust table: memory (recovered from its "
-        "changelog topic at start) or rocksdb (on disk in the data dir; recovery reads only "
-        "the changelog's tail).",
+        "Where the worker keeps the member-state Faust table (with PULSE_STATE_STORE=kafka): "
+        "memory (recovered from its changelog topic at start) or rocksdb (on disk in the data "
+        "dir; recovery reads only the changelog's tail).",
+    )
+    state_store: str = _env(
+        "PULSE_STATE_STORE",
+        "",
+        "The record of partition-task checkpoints: clickhouse (task_state, one insert per "
+        "checkpoint batch) or kafka (the member-state changelog and the "
+        "<id>-task-commits topic). Empty: kafka with an external broker, clickhouse with "
+        "the embedded one (which keeps nothing across restarts).",
     )
     max_event_bytes: int = _num(  # type: ignore[assignment]
         "PULSE_MAX_EVENT_BYTES", 65536, "Largest accepted message; larger ones are rejected."
@@ -182,6 +190,15 @@ class Settings:
             raise SettingsError("PULSE_CLICKHOUSE_URL must start with http:// or https://")
         if not self.clickhouse_database.isidentifier():
             raise SettingsError("PULSE_CLICKHOUSE_DATABASE must be a plain identifier")
+        if self.state_store not in {"", "clickhouse", "kafka"}:
+            raise SettingsError(
+                f"PULSE_STATE_STORE must be clickhouse, kafka or empty, not {self.state_store!r}"
+            )
+        if self.state_store == "kafka" and self.embedded_kafka:
+            raise SettingsError(
+                "PULSE_STATE_STORE=kafka needs PULSE_KAFKA_BOOTSTRAP: the embedded broker keeps "
+                "nothing across restarts"
+            )
         if self.store not in {"memory", "rocksdb"}:
             raise SettingsError(f"PULSE_STORE must be memory or rocksdb, not {self.store!r}")
         if self.input_idle_seconds <= 0 or self.max_held_events < 1:
@@ -209,6 +226,18 @@ class Settings:
     @property
     def embedded_clickhouse(self) -> bool:
         return not self.clickhouse_url
+
+    @property
+    def state_store_kind(self) -> str:
+        """``clickhouse`` or ``kafka``: PULSE_STATE_STORE, or the default for the broker."""
+        if self.state_store:
+            return self.state_store
+        return "clickhouse" if self.embedded_kafka else "kafka"
+
+    @property
+    def commits_topic(self) -> str:
+        """The compacted topic of partition-task commit records (Kafka as the record)."""
+        return f"{self.app_id}-task-commits"
 
 
 SETTINGS_DOC: list[tuple[str, str, str]] = [

@@ -90,7 +90,6 @@ def _served_by_pipeline(
     """Publish the events up to ``cutoff`` through the real pipeline; read back the scores."""
     from streams.replay import Publisher, wait_until
     from streams.runtime import Runtime
-    from streams.scoring import scorer_factory
 
     lines = (
         json.dumps(e, separators=(",", ":")).encode()
@@ -98,7 +97,7 @@ def _served_by_pipeline(
         if datetime.fromisoformat(e["occurred_at"]) <= cutoff
     )
     members = [str(t["member_id"]) for t in ground_truth(config)]
-    with Runtime(settings, scorer=scorer_factory, serve_http=False, announce=False) as runtime:
+    with Runtime(settings, serve_http=False, announce=False) as runtime:
         started = time.monotonic()
         publisher = Publisher(runtime.bootstrap, settings.topic_prefix)
         report = publisher.publish_lines(lines)

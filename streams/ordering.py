@@ -166,6 +166,12 @@ class EventTimeOrder(Generic[ItemT, EventT]):
         since = state.last_delivery if state.last_delivery is not None else self._first_delivery
         return since is not None and now - since >= self.idle_seconds
 
+    def caught_up(self, now: float) -> bool:
+        """Nothing held, and every input idle: all that was produced so far is applied."""
+        return not self._held and all(
+            self._idle(key, state, now) for key, state in self._inputs.items()
+        )
+
     def horizon_time(self, now: float) -> datetime | None:
         """:meth:`horizon` as an aware datetime."""
         h = self.horizon(now)

@@ -1,301 +1,264 @@
-"""What happens to a batch of input messages, independent of Faust.
+"""Intake: what happens to a batch of input messages before and around the partition tasks.
 
-For each batch: validate every message; send rejects to the dead-letter topic
-(waiting for the broker's confirmation); drop events whose ``event_id`` is
-already stored; with a scorer, hold new events until every input has
-passed their event time (:mod:`streams.ordering`) and hand the released
-ones to the scorer in event-time order; buffer every resulting row in the sink;
-and register acknowledgements that fire only once those rows are in
-ClickHouse. A held event is acknowledged when it is released and stored, so a
-crash redelivers it. The Faust agent (:mod:`streams.app`) adapts its events to
-:class:`Inbound` and calls :meth:`Pipeline.handle`, and :meth:`Pipeline.tick`
-every second so that horizons move when input stops.
+For each batch, per input partition: the message goes to the partition's task
+(:mod:`streams.task`), restored first if it just arrived on this worker;
+redeliveries of messages the task's checkpoints cover already are done at once;
+each message is validated -- a reject goes to the dead-letter topic and
+``failed_events`` with its typed reason, a valid event whose ``event_id`` is
+stored or on its way already is a duplicate, a new one is held for event-time
+order -- and the task applies what its horizon releases and checkpoints when due.
+Every message, whatever became of it, is acknowledged only by its task's
+checkpoint (:mod:`streams.checkpoint`).
+
+One lock serialises everything that touches tasks: batches, the 1 s tick that
+moves horizons when input stops, the final checkpoint before a stop, and the
+rebalance callbacks. So a tick never checkpoints events a batch is still
+applying, and a revocation never races an apply.
+
+The Faust agent (:mod:`streams.app`) adapts its events to :class:`Inbound` and
+calls :meth:`Pipeline.handle`, :meth:`Pipeline.tick`, :meth:`Pipeline.revoke` and
+:meth:`Pipeline.assign`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from schemas.envelope import EventBase
 from schemas.errors import EventRejected
 from schemas.registry import StreamName, decode_event
-from sinks.clickhouse import ClickHouseSink, EventIdIndex
-from sinks.privacy import Pseudonymizer
-from sinks.rows import event_row, failed_row
-from streams.metrics import PulseMetrics
-from streams.ordering import EventTimeOrder, HighWater
+from sinks.rows import failed_row
+from streams.task import Inbound, PartitionTask, TaskContext
 
-__all__ = ["Inbound", "Pipeline", "Scorer", "DeadLetterPublisher"]
+__all__ = ["Inbound", "Pipeline"]
 
 log = logging.getLogger(__name__)
 
-#: Sends (key, value, headers) to the dead-letter topic; returns an awaitable that
-#: resolves once the broker confirmed the write.
-DeadLetterPublisher = Callable[
-    [bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[Awaitable[Any]]
-]
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """One consumed message, as the pipeline needs it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-    timestamp: float | None  # broker timestamp, seconds since the epoch
-    ack: Callable[[], None]
-
-
-class Scorer(Protocol):
-    """Turns new, valid events into rows for further tables (see :mod:`streams.scoring`).
-
-    ``items`` come in event-time order; ``horizon`` is the event time up to which
-    every event is in (the scorer's clock may move there), None while unknown. The
-    result says whether a checkpoint now covers every event applied so far.
-    """
-
-    def score(
-        self,
-        items: Sequence[tuple[Inbound, EventBase]],
-        sink: ClickHouseSink,
-        horizon: datetime | None,
-        flush: bool = False,
-    ) -> Awaitable[bool]: ...
-
 
 class Pipeline:
-    """Validation, dead-lettering, de-duplication, scoring and sinking of input batches."""
+    """Validation, dead-lettering, de-duplication and routing to partition tasks."""
 
     def __init__(
         self,
+        ctx: TaskContext,
         *,
-        sink: ClickHouseSink,
-        index: EventIdIndex,
-        pseudonym: Pseudonymizer,
-        metrics: PulseMetrics,
-        dead_letter: DeadLetterPublisher,
         streams: dict[str, StreamName],
+        dead_letter_topic: str,
         max_event_bytes: int,
         max_future_skew: timedelta,
-        scorer: Scorer | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        idle_seconds: float = 5.0,
-        max_held: int = 200_000,
-        highwater: HighWater | None = None,
-        partitions: int = 0,
     ) -> None:
-        self.sink = sink
-        self.index = index
-        self.pseudonym = pseudonym
-        self.metrics = metrics
-        self.dead_letter = dead_letter
+        self.ctx = ctx
+        self.sink = ctx.sink
+        self.metrics = ctx.metrics
         self.streams = streams  # topic name -> which stream it carries
+        self.dead_letter_topic = dead_letter_topic
         self.max_event_bytes = max_event_bytes
         self.max_future_skew = max_future_skew
-        self.scorer = scorer
         self.clock = clock
-        self.order: EventTimeOrder[Inbound, EventBase] = EventTimeOrder(
-            streams,
-            idle_seconds=idle_seconds,
-            max_held=max_held,
-            highwater=highwater,
-            partitions=range(partitions),
-        )
-        # (topic, partition) -> delivered offsets not acknowledged yet, newest delivered
-        self._outstanding: dict[tuple[str, int], set[int]] = {}
-        self._newest: dict[tuple[str, int], int] = {}
-        self._busy = False
-        self._applied: list[tuple[Inbound, EventBase]] = []  # applied, not checkpointed yet
+        self.lock = asyncio.Lock()
+        self.tasks: dict[int, PartitionTask] = {}
+        self.assigned: set[int] | None = None  # None: every partition (before an assignment)
+        self.ready: Callable[[], bool] = lambda: True  # state recovered for the assignment
         self.processed = 0
         self.rejected = 0
         self.duplicates = 0
+        self.skipped = 0  # redeliveries of messages a checkpoint covered already
 
-    @property
-    def acked(self) -> dict[tuple[str, int], int]:
-        """(topic, partition) -> highest offset up to which every message is stored and acked."""
-        return {
-            tp: (min(waiting) - 1 if (waiting := self._outstanding.get(tp)) else newest)
-            for tp, newest in self._newest.items()
-        }
-
-    @property
-    def unacknowledged(self) -> int:
-        """Valid events not acknowledged yet: held for event-time order or not checkpointed."""
-        return self.order.held + len(self._applied)
-
+    # --- what the agent calls ------------------------------------------------------------
     async def handle(self, batch: Sequence[Inbound]) -> None:
-        """Process one batch; each message is acknowledged once its rows are stored."""
-        self._busy = True
-        try:
+        """Process one batch; each message is acknowledged once its checkpoint commits."""
+        async with self.lock:
             await self._handle(batch)
-        finally:
-            self._busy = False
+        await self.sink.wait_capacity()
 
     async def tick(self) -> None:
-        """Release held events whose horizon moved because input stopped (a 1 s timer).
-
-        Skipped while a batch is in progress: a batch blocked on back-pressure would
-        otherwise make every input look idle.
-        """
-        if self.scorer is None or self._busy:
-            return
-        self._busy = True
-        try:
-            await self._release([], flush=True)
-        finally:
-            self._busy = False
+        """Move horizons when input stops, and checkpoint what is due (a 1 s timer)."""
+        async with self.lock:
+            wall = time.monotonic()
+            if self.ready() and self.assigned:
+                for number in sorted(self.assigned):
+                    await self._task(number)
+            for task in list(self.tasks.values()):
+                task.release(wall)
+                if task.due(wall):
+                    await task.checkpoint()
+            self._gauges()
 
     async def finish(self) -> None:
-        """Before a stop: apply what the horizon allows and checkpoint it, so it is acked.
+        """Before a stop: apply what the horizons allow, and commit it.
 
-        Events still held (an input behind them) stay unacknowledged: Faust does not
-        wait for them (``stream_wait_empty`` is off) and they are redelivered next start.
+        Events still held (an input behind them) stay unacknowledged and are
+        redelivered next start.
         """
-        if self.scorer is not None:
-            await self._release([], flush=True)
+        async with self.lock:
+            wall = time.monotonic()
+            for task in self.tasks.values():
+                task.release(wall)
+                await task.checkpoint()
+            for task in self.tasks.values():
+                await task.committed()
+
+    async def revoke(self) -> None:
+        """Partitions are being taken away (in Kafka's eager protocol: all of them).
+
+        Every task commits what it applied; what it holds is dropped, unacknowledged,
+        and comes again from the broker to whoever owns the partition next."""
+        async with self.lock:
+            started = time.monotonic()
+            for task in self.tasks.values():
+                await task.revoke()
+            self.ready = lambda: False
+            for task in self.tasks.values():
+                task.reset_intake()
+            if self.tasks:
+                log.info("revoked %d tasks in %.2fs", len(self.tasks), time.monotonic() - started)
+
+    async def assign(self, partitions: Iterable[int], ready: Callable[[], bool]) -> None:
+        """The new assignment: forget tasks that moved away (none of their timers fires
+        here again); keep the others. New ones are restored before their first event."""
+        async with self.lock:
+            self.assigned = set(partitions)
+            self.ready = ready
+            for number in [n for n in self.tasks if n not in self.assigned]:
+                del self.tasks[number]
+            self.metrics.members.set(self.members)
+
+    # --- batches -----------------------------------------------------------------------
+    async def _task(self, number: int) -> PartitionTask | None:
+        if self.assigned is not None and number not in self.assigned:
+            return None  # a message fetched before a revocation: the new owner has it
+        task = self.tasks.get(number)
+        if task is None:
+            task = PartitionTask(number, self.ctx)
+            await task.restore()
+            self.tasks[number] = task
+            self.metrics.members.set(self.members)
+        return task
 
     async def _handle(self, batch: Sequence[Inbound]) -> None:
         now = self.clock()
-        self.order.seen(batch, time.monotonic())
-        for item in batch:
-            tp = (item.topic, item.partition)
-            self._outstanding.setdefault(tp, set()).add(item.offset)
-            if item.offset > self._newest.get(tp, -1):
-                self._newest[tp] = item.offset
+        wall = time.monotonic()
         m = self.metrics
-        valid: list[tuple[Inbound, EventBase]] = []
-        failed_rows: list[dict[str, Any]] = []
-        deliveries: list[Awaitable[Any]] = []
+        by_task: dict[int, list[Inbound]] = {}
         for item in batch:
-            m.events_received.labels(item.topic).inc()
-            try:
-                event = decode_event(
+            by_task.setdefault(item.partition, []).append(item)
+        for number, items in by_task.items():
+            task = await self._task(number)
+            if task is None:
+                continue
+            delivered = [item for item in items if task.deliver(item)]
+            self.skipped += len(items) - len(delivered)
+            self.processed += len(delivered)
+            if not delivered:
+                continue
+            task.seen(delivered, wall)
+            valid: list[tuple[Inbound, EventBase]] = []
+            for item in delivered:
+                m.events_received.labels(item.topic).inc()
+                event = self._decode(item, now, task)
+                if event is not None:
+                    m.events_valid.labels(item.topic, event.event_type).inc()  # type: ignore[attr-defined]
+                    valid.append((item, event))
+            fresh = await self._drop_duplicates(valid, task)
+            task.hold(fresh, wall)
+            task.release(wall)
+            if task.due(wall):
+                await task.checkpoint()
+        self._track_lag(batch)
+        self._gauges()
+
+    def _decode(self, item: Inbound, now: datetime, task: PartitionTask) -> EventBase | None:
+        try:
+            return decode_event(
+                item.value,
+                key=item.key,
+                stream=self.streams[item.topic],
+                now=now,
+                max_bytes=self.max_event_bytes,
+                max_future_skew=self.max_future_skew,
+            )
+        except EventRejected as exc:
+            self._reject(item, exc, now, task)
+            return None
+
+    def _reject(
+        self, item: Inbound, exc: EventRejected, now: datetime, task: PartitionTask
+    ) -> None:
+        """Dead letter and ``failed_events`` row, both part of the task's next checkpoint."""
+        self.rejected += 1
+        m = self.metrics
+        m.events_rejected.labels(item.topic, exc.reason).inc()
+        m.dead_letter_published.labels(exc.reason).inc()
+        self.ctx.outputs.produce_plain(
+            self.dead_letter_topic, item.key, item.value, _headers(item, exc)
+        )
+        checkpoint = task.open
+        checkpoint.add_rows(
+            "failed_events",
+            [
+                failed_row(
                     item.value,
                     key=item.key,
-                    stream=self.streams[item.topic],
-                    now=now,
-                    max_bytes=self.max_event_bytes,
-                    max_future_skew=self.max_future_skew,
-                )
-            except EventRejected as exc:
-                self.rejected += 1
-                m.events_rejected.labels(item.topic, exc.reason).inc()
-                m.dead_letter_published.labels(exc.reason).inc()
-                deliveries.append(await self.dead_letter(item.key, item.value, _headers(item, exc)))
-                failed_rows.append(
-                    failed_row(
-                        item.value,
-                        key=item.key,
-                        topic=item.topic,
-                        partition=item.partition,
-                        offset=item.offset,
-                        reason=exc.reason,
-                        error_class=type(exc).__name__,
-                        detail=exc.detail,
-                        pseudonym=self.pseudonym,
-                        failed_at=now,
-                    )
-                )
-                continue
-            m.events_valid.labels(item.topic, event.event_type).inc()  # type: ignore[attr-defined]
-            valid.append((item, event))
-
-        fresh = await self._drop_duplicates(valid)
-        if failed_rows:
-            self.sink.add("failed_events", failed_rows)
-        for delivery in deliveries:  # the dead-letter copy must exist before the ack
-            await delivery
-        self.processed += len(batch)
-        self._track_lag(batch)
-        if self.scorer is None:
-            self._store(fresh)
-            self.sink.add_ack(self._acknowledger(batch))
-        else:
-            # rejects and duplicates now; fresh events once applied and checkpointed
-            fresh_ids = {id(item) for item, _ in fresh}
-            self.sink.add_ack(self._acknowledger([i for i in batch if id(i) not in fresh_ids]))
-            await self._release(fresh)
-        await self.sink.wait_capacity()
-
-    async def _release(self, fresh: list[tuple[Inbound, EventBase]], flush: bool = False) -> None:
-        """Hold ``fresh``; score what the horizon releases; store and ack it once checkpointed.
-
-        The ``events`` rows (the de-duplication record) and the acknowledgements of
-        applied events are added only after the scorer's checkpoint that covers them,
-        so a crash can never leave an event recorded as seen but missing from the state.
-        """
-        wall = time.monotonic()
-        self.order.add(fresh, wall)
-        released = self.order.release(wall)
-        self._applied.extend(released)
-        assert self.scorer is not None
-        horizon = self.order.horizon_time(wall)
-        covered = await self.scorer.score(released, self.sink, horizon, flush)
-        if covered and self._applied:
-            applied, self._applied = self._applied, []
-            self._store(applied)
-            self.sink.add_ack(self._acknowledger([item for item, _ in applied]))
-        self.metrics.events_held.set(self.unacknowledged)
-
-    def _store(self, events: list[tuple[Inbound, EventBase]]) -> None:
-        if not events:
-            return
-        now = self.clock()
-        self.sink.add(
-            "events",
-            [
-                event_row(
-                    event,
                     topic=item.topic,
                     partition=item.partition,
                     offset=item.offset,
-                    pseudonym=self.pseudonym,
-                    ingested_at=now,
+                    reason=exc.reason,
+                    error_class=type(exc).__name__,
+                    detail=exc.detail,
+                    pseudonym=self.ctx.pseudonym,
+                    failed_at=now,
+                    tags=checkpoint.tags,
                 )
-                for item, event in events
             ],
         )
+        task.finished(item)
 
     async def _drop_duplicates(
-        self, valid: list[tuple[Inbound, EventBase]]
+        self, valid: list[tuple[Inbound, EventBase]], task: PartitionTask
     ) -> list[tuple[Inbound, EventBase]]:
         if not valid:
             return []
         ids = [str(event.event_id) for _, event in valid]
-        seen = await self.index.seen(ids)
+        seen = await self.ctx.index.seen(ids)
         fresh: list[tuple[Inbound, EventBase]] = []
         batch_ids: set[str] = set()
+        pending = task.pending_ids
         for (item, event), event_id in zip(valid, ids, strict=True):
-            if event_id in seen or event_id in batch_ids:
+            if event_id in seen or event_id in batch_ids or event_id in pending:
                 self.duplicates += 1
                 self.metrics.events_duplicate.labels(item.topic).inc()
+                task.finished(item)
                 continue
             batch_ids.add(event_id)
             fresh.append((item, event))
-        self.index.remember(batch_ids)
         return fresh
 
-    def _acknowledger(self, batch: Sequence[Inbound]) -> Callable[[], None]:
-        items = list(batch)
+    # --- what status and metrics read ----------------------------------------------------
+    @property
+    def members(self) -> int:
+        return sum(len(task.engine.states) for task in self.tasks.values())
 
-        def ack() -> None:
-            for item in items:
-                item.ack()
-                waiting = self._outstanding.get((item.topic, item.partition))
-                if waiting is not None:
-                    waiting.discard(item.offset)
-                self.metrics.acked_messages.labels(item.topic).inc()
-            self.metrics.last_ack.set(time.time())
+    @property
+    def unacknowledged(self) -> int:
+        """Messages delivered and not acknowledged yet (held, or waiting for a commit)."""
+        return sum(task.unacknowledged for task in self.tasks.values())
 
-        return ack
+    @property
+    def acked(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> highest offset up to which every message is acknowledged."""
+        out: dict[tuple[str, int], int] = {}
+        for task in self.tasks.values():
+            out.update(task.acked_through())
+        return out
+
+    def _gauges(self) -> None:
+        self.metrics.events_held.set(self.unacknowledged)
 
     def _track_lag(self, batch: Sequence[Inbound]) -> None:
         wall = time.time()
@@ -306,8 +269,13 @@ class Pipeline:
         for (topic, partition), ts in latest.items():
             self.metrics.consumer_lag_seconds.labels(topic, str(partition)).set(max(0.0, wall - ts))
 
+    def status(self) -> dict[str, Any]:
+        return {
+            "tasks": {n: t.status() for n, t in sorted(self.tasks.items())},
+        }
 
-def _headers(item: Inbound, exc: EventRejected) -> list[tuple[str, bytes]]:
+
+def _headers(item: Inbound, exc: EventRejected) -> list[tuple[str, str | bytes | None]]:
     return [
         ("pulse.source.topic", item.topic.encode()),
         ("pulse.source.partition", str(item.partition).encode()),

@@ -14,6 +14,7 @@ before they leave the app: an invalid one raises the typed
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,6 +25,8 @@ from schemas.errors import PulseError
 from schemas.registry import decode_event, stream_of
 
 __all__ = ["PulseProducer", "DeliveryFailed"]
+
+log = logging.getLogger(__name__)
 
 
 class DeliveryFailed(PulseError):
@@ -52,6 +55,7 @@ class PulseProducer:
                 "acks": "all",
                 "partitioner": "murmur2_random",
                 "linger.ms": 20,
+                "logger": log,
                 **(config or {}),
             }
         )
@@ -88,6 +92,11 @@ class PulseProducer:
         self.delivered += 1
         if self.on_delivery is not None:
             self.on_delivery(message.topic() or "", message.partition() or 0, message.offset() or 0)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush, then release the client (its connections close now, not at exit)."""
+        self._producer.flush(timeout)
+        del self._producer
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every message is confirmed; raise DeliveryFailed otherwise."""

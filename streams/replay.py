@@ -69,6 +69,10 @@ class Publisher:
             bootstrap, topic_prefix=topic_prefix, on_delivery=self._delivered
         )
 
+    def close(self) -> None:
+        """Flush and let go of the producer (before the broker it talks to stops)."""
+        self.producer.close()
+
     def _delivered(self, topic: str, partition: int, offset: int) -> None:
         tp = (topic, partition)
         if offset > self.report.last_offsets.get(tp, -1):

@@ -1,11 +1,12 @@
 """One running Pulse worker with everything it needs, started and stopped as a unit.
 
 :class:`Runtime` starts, in order: the embedded broker (if no bootstrap is
-configured) and the topics; ClickHouse (chDB or a server) and its
-migrations; the pipeline; the Faust worker in a background thread with its
-own event loop; the HTTP endpoint. ``stop()`` drains the sink (so every
-processed message is stored and acknowledged), stops Faust (which commits),
-then stops what it started, by PID.
+configured) and the topics; ClickHouse (chDB or a server) and its migrations;
+the pipeline and its partition tasks, wired by :func:`build_pipeline`; the Faust
+worker in a background thread with its own event loop; the HTTP endpoint.
+``stop()`` lets every task commit what it applied (so it is stored and
+acknowledged), stops Faust (which commits the offsets), then stops what it
+started, by PID.
 
 The CLI (``pulse up``, ``pulse replay``, ``pulse worker``) and the integration
 tests use this same class.
@@ -25,25 +26,32 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from clickhouse_connect.driver.client import Client
 from prometheus_client import CollectorRegistry
 
 from schemas.errors import PulseError
 from schemas.registry import StreamName
+from scoring.alerts import AlertRecord
+from scoring.config import ScoringConfig
 from sinks.clickhouse import ClickHouseSink, EventIdIndex, connect
 from sinks.migrations import apply_migrations
 from sinks.privacy import Pseudonymizer, load_or_create_key
+from sinks.sealing import Sealer
+from streams.alerting import rules_from_settings
 from streams.app import INPUT_STREAMS, OUTPUT_TOPICS, PulseApp
-from streams.broker import EmbeddedBroker, ensure_topics, wait_for_broker
+from streams.broker import EmbeddedBroker, cluster_id, ensure_topics, wait_for_broker
+from streams.checkpoint_store import Checkpoints, ClickHouseCheckpoints, KafkaCheckpoints
 from streams.config import Settings
 from streams.http import PulseHTTPServer
 from streams.metrics import PulseMetrics
-from streams.pipeline import Pipeline, Scorer
+from streams.outputs import OutputProducer
+from streams.pipeline import Pipeline
+from streams.task import TaskContext
+from streams.webhooks import WebhookSender
 
-__all__ = ["Runtime", "MetricsObserver", "instance_file", "read_instance"]
+__all__ = ["Runtime", "MetricsObserver", "build_pipeline", "instance_file", "read_instance"]
 
 log = logging.getLogger(__name__)
-
-ScorerFactory = Callable[["Runtime"], Scorer]
 
 
 class MetricsObserver:
@@ -136,6 +144,101 @@ def read_instance(settings: Settings) -> dict[str, Any] | None:
     return info
 
 
+def build_pipeline(
+    settings: Settings,
+    *,
+    bootstrap: str,
+    broker_id: str,
+    clickhouse: Client,
+    pseudonym_key: bytes,
+    faust_app: PulseApp,
+    metrics: PulseMetrics,
+) -> tuple[Pipeline, WebhookSender | None]:
+    """Build the pipeline and everything its partition tasks share, from the settings."""
+    s = settings
+    database = s.clickhouse_database
+    sink = ClickHouseSink(
+        clickhouse,
+        database,
+        batch_rows=s.sink_batch_rows,
+        flush_seconds=s.sink_flush_seconds,
+        max_backlog_rows=s.sink_max_backlog_rows,
+        retry_max_seconds=s.sink_retry_max_seconds,
+        observer=MetricsObserver(metrics),
+    )
+    index = EventIdIndex(connect(s.clickhouse_url, None, s.data_path), database)
+    store: Checkpoints
+    if s.state_store_kind == "kafka":
+        assert faust_app.state is not None
+        store = KafkaCheckpoints(
+            faust_app.state, bootstrap, s.commits_topic, {"bootstrap.servers": bootstrap}
+        )
+    else:
+        store = ClickHouseCheckpoints(clickhouse, database)
+    rules = rules_from_settings(s.alert_rules)
+    webhooks = WebhookSender(rules, metrics) if rules.webhooks else None
+    pseudonym = Pseudonymizer(pseudonym_key)
+
+    def deliver(alerts: list[AlertRecord]) -> None:  # once the alerts are committed
+        if webhooks is None:
+            return
+        for alert in alerts:
+            if alert.webhook and alert.status == "fired":
+                message = alert.to_row()
+                message.pop("webhook", None)
+                subject = pseudonym(alert.subject_id) if alert.subject_type == "member" else ""
+                webhooks.enqueue(
+                    alert.webhook,
+                    alert.rule,
+                    {
+                        **message,
+                        "raised_at": alert.raised_at.isoformat(),
+                        "episode_start": alert.episode_start.isoformat(),
+                        "context": alert.context,
+                        "member_pseudonym": subject,
+                    },
+                )
+
+    for rule in rules.rules:  # counters exist at 0 from the start, so rate() sees the first
+        metrics.alerts_fired.labels(rule.name, rule.severity)
+        metrics.alerts_resolved.labels(rule.name, rule.severity)
+    ctx = TaskContext(
+        config=ScoringConfig(
+            churn_window_days=s.churn_window_days,
+            conversion_window_days=s.conversion_window_days,
+        ),
+        rules=rules,
+        inputs=tuple(s.topic(n) for n in INPUT_STREAMS),
+        scores_topic=s.topic("scores"),
+        alerts_topic=s.topic("alerts"),
+        sink=sink,
+        index=index,
+        store=store,
+        outputs=OutputProducer({"bootstrap.servers": bootstrap}),
+        pseudonym=pseudonym,
+        sealer=Sealer.from_key(pseudonym_key),
+        metrics=metrics,
+        clickhouse=clickhouse,
+        database=database,
+        bootstrap=bootstrap,
+        broker_id=broker_id,
+        checkpoint_seconds=s.checkpoint_seconds,
+        idle_seconds=s.input_idle_seconds,
+        max_held=s.max_held_events,
+        highwater=faust_app.highwater,
+        on_stored_alerts=deliver if webhooks is not None else None,
+    )
+    streams: dict[str, StreamName] = {s.topic(n): n for n in INPUT_STREAMS}  # type: ignore[misc]
+    pipeline = Pipeline(
+        ctx,
+        streams=streams,
+        dead_letter_topic=s.topic("dead-letter"),
+        max_event_bytes=s.max_event_bytes,
+        max_future_skew=timedelta(seconds=s.max_future_skew_seconds),
+    )
+    return pipeline, webhooks
+
+
 class Runtime:
     """A Pulse worker and the components it depends on."""
 
@@ -144,25 +247,25 @@ class Runtime:
         settings: Settings,
         *,
         registry: CollectorRegistry | None = None,
-        scorer: ScorerFactory | None = None,
         serve_http: bool = True,
         announce: bool = True,
     ) -> None:
         self.settings = settings
         self.metrics = PulseMetrics(registry)
-        self.scorer_factory = scorer
         self.serve_http = serve_http
         self.announce = announce
         self.broker: EmbeddedBroker | None = None
         self.http: PulseHTTPServer | None = None
         self.thread: _WorkerThread | None = None
         self.pipeline: Pipeline | None = None
-        self.scorer: Scorer | None = None
+        self.webhooks: WebhookSender | None = None
         self.bootstrap = settings.kafka_bootstrap
         self.started_at = time.time()
 
     # --- lifecycle -------------------------------------------------------------
-    def start(self, timeout: float = 60.0) -> Runtime:
+    def start(self, timeout: float = 60.0, *, consume: bool = True) -> Runtime:
+        """Start everything; with ``consume=False`` all but the Faust worker (see
+        :meth:`consume`), so a backfill can be published before anything is read."""
         s = self.settings
         s.data_path.mkdir(parents=True, exist_ok=True)
         if s.embedded_kafka:
@@ -172,6 +275,11 @@ class Runtime:
             wait_for_broker(self.bootstrap)
         topics = [s.topic(n) for n in (*INPUT_STREAMS, *OUTPUT_TOPICS)]
         ensure_topics(self.bootstrap, topics, s.partitions)
+        if s.state_store_kind == "kafka":
+            ensure_topics(
+                self.bootstrap, [s.commits_topic], 1, config={"cleanup.policy": "compact"}
+            )
+        self.broker_id = cluster_id(self.bootstrap)
 
         self.clickhouse = connect(s.clickhouse_url, None, s.data_path)
         apply_migrations(self.clickhouse, s.clickhouse_database)
@@ -179,45 +287,21 @@ class Runtime:
         self.pseudonym_key = load_or_create_key(s.pseudonym_key, s.data_path)
         self.pseudonym = Pseudonymizer(self.pseudonym_key)
         self.faust = PulseApp(s, self.bootstrap)
-        sink = ClickHouseSink(
-            self.clickhouse,
-            s.clickhouse_database,
-            batch_rows=s.sink_batch_rows,
-            flush_seconds=s.sink_flush_seconds,
-            max_backlog_rows=s.sink_max_backlog_rows,
-            retry_max_seconds=s.sink_retry_max_seconds,
-            observer=MetricsObserver(self.metrics),
-        )
-        index = EventIdIndex(connect(s.clickhouse_url, None, s.data_path), s.clickhouse_database)
-        streams: dict[str, StreamName] = {s.topic(n): n for n in INPUT_STREAMS}  # type: ignore[misc]
-        self.pipeline = Pipeline(
-            sink=sink,
-            index=index,
-            pseudonym=self.pseudonym,
+        self.pipeline, self.webhooks = build_pipeline(
+            s,
+            bootstrap=self.bootstrap,
+            broker_id=self.broker_id,
+            clickhouse=self.clickhouse,
+            pseudonym_key=self.pseudonym_key,
+            faust_app=self.faust,
             metrics=self.metrics,
-            dead_letter=self.faust.publish_dead_letter,
-            streams=streams,
-            max_event_bytes=s.max_event_bytes,
-            max_future_skew=timedelta(seconds=s.max_future_skew_seconds),
-            idle_seconds=s.input_idle_seconds,
-            max_held=s.max_held_events,
-            highwater=self.faust.highwater,
-            partitions=s.partitions,
         )
-        if self.scorer_factory is not None:
-            self.scorer = self.scorer_factory(self)
-            self.pipeline.scorer = self.scorer
         self.faust.pipeline = self.pipeline
         self.metrics.build_info.info(
             {"version": "0.1.0", "kafka": "embedded" if self.broker else "external"}
         )
-
-        self.thread = _WorkerThread(self.faust.app, s.log_level)
-        self.thread.start()
-        if not self.thread.started.wait(timeout) or self.thread.error is not None:
-            error = self.thread.error
-            self.stop()
-            raise RuntimeError(f"the Faust worker did not start: {error!r}")
+        if consume:
+            self.consume(timeout)
         if self.serve_http:
             self.http = PulseHTTPServer(
                 s.metrics_host, s.metrics_port, self.metrics.registry, self.status, self.query
@@ -226,8 +310,20 @@ class Runtime:
             self._announce()
         return self
 
+    def consume(self, timeout: float = 60.0) -> None:
+        """Start the Faust worker: join the consumer group and process input."""
+        self.thread = _WorkerThread(self.faust.app, self.settings.log_level)
+        self.thread.start()
+        if not self.thread.started.wait(timeout) or self.thread.error is not None:
+            error = self.thread.error
+            self.stop()
+            raise RuntimeError(f"the Faust worker did not start: {error!r}")
+
     def stop(self, drain_timeout: float = 30.0) -> None:
-        """Drain the sink, stop Faust (final commit), then the broker and endpoint."""
+        """Commit every task, stop Faust (final offset commit), then the broker and endpoint.
+
+        Kafka clients close before the embedded broker stops, so none of them logs
+        "connection refused" on the way out."""
         if self.thread is not None:
             pipeline = self.pipeline
 
@@ -238,9 +334,14 @@ class Runtime:
 
             self.thread.shutdown(drain, timeout=drain_timeout + 30)
             self.thread = None
-        close = getattr(self.scorer, "close", None)
-        if close is not None:
-            close()
+        if self.pipeline is not None:
+            self.pipeline.ctx.outputs.close()
+            close = getattr(self.pipeline.ctx.store, "close", None)
+            if close is not None:
+                close()
+        if self.webhooks is not None:
+            self.webhooks.stop()
+            self.webhooks = None
         if self.http is not None:
             self.http.stop()
             self.http = None
@@ -272,11 +373,11 @@ class Runtime:
         return result
 
     def acked_offsets(self) -> dict[tuple[str, int], int]:
-        """(topic, partition) -> highest offset whose rows are stored and acknowledged."""
+        """(topic, partition) -> highest offset whose checkpoint committed (acknowledged)."""
         return dict(self.pipeline.acked) if self.pipeline else {}
 
     def stored_through(self, targets: Mapping[tuple[str, int], int]) -> bool:
-        """Whether every message up to ``targets`` offsets is stored and acknowledged.
+        """Whether every message up to ``targets`` offsets is committed and acknowledged.
 
         Raises :class:`PulseError` if the worker's ingest agent crashed (nothing more
         will be acknowledged)."""
@@ -286,36 +387,37 @@ class Runtime:
         return all(acked.get(tp, -1) >= offset for tp, offset in targets.items())
 
     def settled(self) -> bool:
-        """No event held (for event-time order or a checkpoint), no ack waiting for ClickHouse."""
+        """Nothing held for event-time order, nothing waiting for a commit or ClickHouse."""
         p = self.pipeline
         return p is None or (p.unacknowledged == 0 and p.sink.pending_acks == 0)
-
-    def committed_offsets(self) -> dict[tuple[str, int], int]:
-        """(topic, partition) -> next offset to read, as Faust committed it to the broker."""
-        if self.thread is None:
-            return {}
-        consumer = self.faust.app.consumer
-        committed = getattr(consumer, "_committed_offset", {})
-        return {(tp.topic, tp.partition): off for tp, off in committed.items() if off is not None}
 
     def status(self) -> dict[str, Any]:
         p = self.pipeline
         sink = p.sink if p else None
+        tasks = p.tasks if p else {}
         status: dict[str, Any] = {
             "pid": os.getpid(),
             "uptime_seconds": round(time.time() - self.started_at, 1),
             "kafka": self.bootstrap,
             "clickhouse": self.settings.clickhouse_url.split("@")[-1] or "chDB (embedded)",
+            "state_store": self.settings.state_store_kind,
             "processed": p.processed if p else 0,
             "rejected": p.rejected if p else 0,
             "duplicates": p.duplicates if p else 0,
+            "redelivered_skipped": p.skipped if p else 0,
             "sink_backlog_rows": sink.backlog_rows if sink else 0,
             "sink_pending_acks": sink.pending_acks if sink else 0,
             "sink_flushes": sink.flushes if sink else 0,
             "sink_error": str(sink.last_error) if sink and sink.last_error else None,
             "events_held": p.unacknowledged if p else 0,
-            "events_released_early": p.order.forced if p else 0,
+            "events_released_early": sum(t.order.forced for t in tasks.values()),
+            "members": p.members if p else 0,
+            "partitions": sorted(tasks),
+            "rebalances": self.faust.rebalances if self.thread else 0,
+            "restored_members": sum(t.restored_members for t in tasks.values()),
+            "rolled_back_rows": sum(sum(t.rolled_back.values()) for t in tasks.values()),
+            "skipped_outputs": sum(t.skipped_outputs for t in tasks.values()),
+            "at_risk": sum(t.risks.get("high", 0) for t in tasks.values()),
+            "alerts_fired": sum(t.alerts_fired for t in tasks.values()),
         }
-        if self.scorer is not None and hasattr(self.scorer, "status"):
-            status.update(self.scorer.status())
         return status

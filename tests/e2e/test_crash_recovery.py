@@ -112,9 +112,9 @@ def test_sigkill_mid_stream_then_restart_matches_an_uninterrupted_run(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
     """Three runs on the same input: uninterrupted; SIGKILL and restart on the same data
-    dir (resumes from ClickHouse, with the state table in RocksDB); SIGKILL and restart
-    on a new, empty data dir, as on a new host (resumes from the state table's changelog
-    topic at the broker)."""
+    dir (the state table in RocksDB); SIGKILL and restart on a new, empty data dir, as on
+    a new host. Both resume from the state changelog and the task-commits topic (Kafka is
+    the record with an external broker)."""
     config = SimulationConfig(members=300, days=60, seed=11, start=datetime(2026, 1, 1, tzinfo=UTC))
     events = list(simulate(config))
     first, second = events[: len(events) // 2], events[len(events) // 2 :]
@@ -163,20 +163,19 @@ def test_sigkill_mid_stream_then_restart_matches_an_uninterrupted_run(
             if name != "uninterrupted":
                 if name == "moved":  # a new host: nothing of the first incarnation's data dir
                     checkpointed_before_kill = int(
-                        _query(
-                            env,
-                            "SELECT uniqExact(member_id) AS n FROM member_state "
-                            "WHERE member_id != '~models'",
-                        )[0]["n"]
+                        _query(env, "SELECT uniqExact(member_id) AS n FROM events")[0]["n"]
                     )
                     env = {**env, "PULSE_DATA_DIR": str(tmp_path / "moved-new-host")}
                     envs.append(env)
                 worker = _worker(env, log)
                 # it resumes from its checkpoint (restored before the first batch), not from zero
                 wait_for(
-                    lambda p=port: _status(p).get("restored_members", 0) > 0,
+                    lambda p=port: (
+                        len(_status(p).get("partitions", ())) == PARTITIONS
+                        and _status(p).get("restored_members", 0) > 0
+                    ),
                     120,
-                    f"the {name} run's second worker to restore its checkpoint",
+                    f"the {name} run's second worker to restore its checkpoints",
                 )
                 restored[name] = _status(port)
             wait_for(
@@ -206,14 +205,13 @@ def test_sigkill_mid_stream_then_restart_matches_an_uninterrupted_run(
     for name, id_sets in event_ids.items():
         assert len(set().union(*id_sets)) == total, name
     assert len(event_ids["killed"][0]) == total
-    # the restarts resumed from their checkpoints: the same data dir (ClickHouse, plus any
-    # newer records in the changelog), then a new one (the changelog topic alone)
-    assert restored["killed"]["restored_models"], restored["killed"]
+    # the restarts resumed from their checkpoints in the state changelog and commits topic:
+    # on the same data dir, then on a new one, as on a new host
+    assert restored["killed"]["restored_members"] > 0, restored["killed"]
     moved = restored["moved"]
-    assert moved["restored_models"], moved
-    assert moved["restored_members"] == moved["restored_from_changelog"], moved
-    # the changelog is written before ClickHouse: it holds at least what ClickHouse had
-    assert moved["restored_members"] >= checkpointed_before_kill > 0, moved
+    # every member the first data dir stored events of, but those of the last checkpoint
+    # the kill cut short (its rows are uncommitted: rolled back when that dir restarts)
+    assert moved["restored_members"] >= 0.9 * checkpointed_before_kill > 0, moved
 
     a = runs["uninterrupted"]
     assert set(a) == set(runs["killed"]) and len(a) >= 290

@@ -17,7 +17,6 @@ from sinks.clickhouse import connect
 from streams.config import Settings
 from streams.producer import PulseProducer
 from streams.runtime import Runtime
-from streams.scoring import scorer_factory
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +66,7 @@ def test_silent_premium_member_fires_once_and_resolves_once(
     )
     settings = settings.with_(alert_rules=str(rules))
     scenario = _scenario()
-    runtime = Runtime(settings, scorer=scorer_factory, serve_http=False, announce=False).start()
+    runtime = Runtime(settings, serve_http=False, announce=False).start()
     try:
         producer = PulseProducer(settings.kafka_bootstrap, topic_prefix=settings.topic_prefix)
         registry = runtime.metrics.registry

@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from streams.config import Settings
 from streams.runtime import Runtime
-from streams.state_table import COMMIT_KEY, StateRecord
+from streams.state_table import StateRecord, task_key
 
 pytestmark = pytest.mark.integration
 
@@ -42,42 +42,36 @@ def _read_changelog(bootstrap: str, topic: str, partitions: int) -> dict[int, li
         consumer.close()
 
 
-def test_a_checkpoint_ends_with_its_commit_and_takes_a_large_models_record(
+def test_each_partition_ends_with_its_task_record_and_takes_a_large_one(
     settings: Settings,
 ) -> None:
+    settings = settings.with_(state_store="kafka")
     runtime = Runtime(settings, serve_http=False, announce=False).start()
     table = runtime.faust.state
+    assert table is not None
+    loop = runtime.thread.loop  # type: ignore[union-attr]
     try:
-        members = [StateRecord(f"member{i:03d}", i % 2, 5, f"sealed-{i}") for i in range(40)]
-        # 3 MB: larger than Kafka's 1 MB default, as a 20,000-member models record is
-        models = StateRecord("~models", 0, 5, os.urandom(3 << 20).hex()[: 3 << 20])
-        future = asyncio.run_coroutine_threadsafe(
-            table.write(members, commit=models),
-            runtime.thread.loop,  # type: ignore[union-attr]
-        )
-        future.result(60)
-        again = [StateRecord("member000", 0, 6, "sealed-again")]
-        asyncio.run_coroutine_threadsafe(
-            table.write(again, commit=StateRecord("~models", 0, 6, "small")),
-            runtime.thread.loop,  # type: ignore[union-attr]
-        ).result(60)
-        assert table.written == 43
-        restored = {r.key: r for r in table.records()}  # the local store, markers left out
+        for partition in range(settings.partitions):
+            members = [
+                StateRecord(f"member{i:03d}", partition, 1, 5, f"sealed-{i}")
+                for i in range(partition, 40, settings.partitions)
+            ]
+            # 3 MB: larger than Kafka's 1 MB default, as a large community's models are
+            big = os.urandom(3 << 20).hex()[: 3 << 20] if partition == 0 else "small"
+            last = StateRecord(task_key(partition), partition, 1, 5, big)
+            changes = asyncio.run_coroutine_threadsafe(table.send(members, last), loop).result(60)
+            table.apply(changes)
+        assert table.written == 40 + settings.partitions
+        restored = {r.key: r for r in table.records(0)}  # the local store, partition 0
     finally:
         runtime.stop()
 
-    assert len(restored) == 41 and COMMIT_KEY not in restored
-    assert restored["~models"].sealed == "small"
-    # the member's record carries its record of the last complete checkpoint
-    assert restored["member000"].previous == (5, "sealed-0")
-
+    assert len(restored) == 21 and len(restored[task_key(0)].sealed) == 3 << 20
     topic = f"{settings.app_id}-member-state-changelog"
     changelog = _read_changelog(settings.kafka_bootstrap, topic, settings.partitions)
     for partition, (high, messages) in changelog.items():
-        # every partition ends with a one-record commit batch, so the broker's end
+        # every partition ends with its task record alone in a batch, so the broker's end
         # offset is the true end (Faust's recovery reads up to it)
         assert high == messages[-1].offset() + 1
         last = StateRecord.decode(messages[-1].key(), messages[-1].value())
-        assert last.version == 6 and last.key == ("~models" if partition == 0 else COMMIT_KEY)
-    big = [m for m in changelog[0][1] if m.key() == b"~models" and len(m.value()) > 3_000_000]
-    assert len(big) == 1  # the 3 MB record went through whole
+        assert last.key == task_key(partition) and last.seq == 5

@@ -1,71 +1,70 @@
-"""The state table's records: what goes to the changelog topic and comes back."""
+"""Partition-task state records and the commit lineage: what a restore may trust."""
 
 from __future__ import annotations
 
 import pytest
 
-from streams.state_table import StateRecord, consistent
+from streams.commits import CommitRecord, Lineage
+from streams.offsets import AppliedOffsets
+from streams.state_table import StateRecord
 
 pytestmark = pytest.mark.unit
 
 
 def test_a_record_round_trips_through_its_changelog_bytes() -> None:
-    record = StateRecord("3f2a9c", partition=3, version=1_770_000_000_000_001, sealed="AbC=")
+    record = StateRecord("3f2a9c", partition=3, gen=11, seq=7, sealed="AbC=", previous=(11, 6, "x"))
     assert StateRecord.decode(b"3f2a9c", record.encode()) == record
 
 
-def test_an_erased_member_keeps_its_version_and_holds_nothing() -> None:
-    tombstone = StateRecord("3f2a9c", partition=0, version=7, sealed="")
+def test_an_erased_member_keeps_its_place_and_holds_nothing() -> None:
+    tombstone = StateRecord("3f2a9c", partition=0, gen=1, seq=7, sealed="")
     back = StateRecord.decode(b"3f2a9c", tombstone.encode())
-    assert back.version == 7 and back.sealed == ""
+    assert back.seq == 7 and back.sealed == ""
 
 
-def test_a_record_newer_than_the_checkpoint_falls_back_to_its_previous() -> None:
-    record = StateRecord("m", partition=1, version=11, sealed="s11", previous=(9, "s9"))
-    assert record.as_of(11) is record
-    assert record.as_of(10) == StateRecord("m", 1, 9, "s9")
-    assert record.as_of(8) is None
+def test_a_record_of_a_checkpoint_that_never_committed_falls_back_to_its_previous() -> None:
+    lineage = Lineage.start(gen=5, seq=0).committing(5, 1).committing(5, 2)
+    orphan = StateRecord("m", 1, gen=5, seq=3, sealed="s3", previous=(5, 2, "s2"))
+    assert orphan.as_of(lineage) == StateRecord("m", 1, 5, 2, "s2")
+    assert orphan.as_of(lineage.committing(5, 3)) is orphan
 
 
-MODELS = "~models"
+def test_a_crashed_generation_s_last_checkpoint_stays_uncommitted_after_a_new_owner_commits() -> None:
+    # generation 5 committed 1..2 and wrote 3 before dying; generation 8 restored 2 and
+    # committed its own 3 and 4: generation 5's 3 is an orphan, even below the new head
+    lineage = Lineage.start(5, 0).committing(5, 1).committing(5, 2)
+    lineage = lineage.committing(8, 3).committing(8, 4)
+    assert lineage.committed(8, 3) and lineage.committed(8, 4) and lineage.committed(5, 2)
+    assert not lineage.committed(5, 3) and not lineage.committed(9, 4)
+    orphan = StateRecord("m", 0, gen=5, seq=3, sealed="crashed", previous=(5, 1, "s1"))
+    assert orphan.as_of(lineage) == StateRecord("m", 0, 5, 1, "s1")
 
 
-def _r(key: str, version: int, previous: tuple[int, str] | None = None) -> StateRecord:
-    return StateRecord(key, 0, version, f"{key}@{version}", previous)
+def test_orphan_condition_names_the_committed_ranges() -> None:
+    lineage = Lineage.start(5, 0).committing(5, 1).committing(5, 2).committing(8, 3)
+    assert lineage.orphan_condition() == (
+        "seq > 0 AND NOT ((gen = 5 AND seq BETWEEN 1 AND 2) OR (gen = 8 AND seq BETWEEN 3 AND 3))"
+    )
+    assert Lineage.start(1, 0).orphan_condition() == "seq > 0"
 
 
-def test_a_checkpoint_cut_short_in_the_changelog_is_not_restored() -> None:
-    # ClickHouse holds checkpoint 9 whole; the crash came while checkpoint 10 was being
-    # sent: member a's record got there, its models record did not
-    stored = {MODELS: _r(MODELS, 9), "a": _r("a", 9), "b": _r("b", 5)}
-    changelog = [_r(MODELS, 9), _r("a", 10, previous=(9, "a@9")), _r("b", 5)]
-    merged, from_table = consistent(stored, iter(changelog), MODELS)
-    assert {k: r.version for k, r in merged.items()} == {MODELS: 9, "a": 9, "b": 5}
-    assert from_table == 0
+def test_the_lineage_is_bounded_and_its_floor_keeps_old_history_committed() -> None:
+    lineage = Lineage.start(0, 0)
+    for gen in range(1, 200):
+        lineage = lineage.committing(gen, gen)
+    assert len(lineage.ranges) == 64
+    assert lineage.committed(3, 3)  # below the floor: history
+    assert not lineage.committed(3, 150)
 
 
-def test_on_a_new_host_the_changelog_alone_gives_the_last_whole_checkpoint() -> None:
-    changelog = [_r(MODELS, 10), _r("a", 11, previous=(10, "a@10")), _r("b", 7), _r("c", 11)]
-    merged, from_table = consistent({}, iter(changelog), MODELS)
-    # c first appeared in the unfinished checkpoint 11: its events are redelivered
-    assert {k: r.sealed for k, r in merged.items()} == {
-        MODELS: "~models@10",
-        "a": "a@10",
-        "b": "b@7",
-    }
-    assert from_table == 2
-
-
-def test_a_whole_checkpoint_newer_in_the_changelog_wins_over_clickhouse() -> None:
-    # the changelog is written before ClickHouse: a crash between leaves it ahead
-    stored = {MODELS: _r(MODELS, 9), "a": _r("a", 9), "b": _r("b", 9)}
-    changelog = [_r(MODELS, 10), _r("a", 10), _r("b", 9)]
-    merged, from_table = consistent(stored, iter(changelog), MODELS)
-    assert {k: r.version for k, r in merged.items()} == {MODELS: 10, "a": 10, "b": 9}
-    assert from_table == 1
-
-
-def test_without_a_models_record_the_changelog_adds_nothing() -> None:
-    stored = {"a": _r("a", 3)}
-    merged, from_table = consistent(stored, iter([_r("a", 4), _r("z", 4)]), MODELS)
-    assert merged == stored and from_table == 0
+def test_a_commit_record_round_trips() -> None:
+    record = CommitRecord(
+        task=2,
+        gen=9,
+        seq=4,
+        lineage=Lineage.start(9, 0).committing(9, 4),
+        broker="pulse-abc",
+        inputs={"pulse.interactions": AppliedOffsets(10, frozenset({12}))},
+        outputs={"pulse.scores:2": 77},
+    )
+    assert CommitRecord.decode(record.encode()) == record

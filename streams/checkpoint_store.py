@@ -1,0 +1,318 @@
+"""Where partition-task checkpoints become durable, and how a task comes back from them.
+
+Two records, chosen by ``PULSE_STATE_STORE``:
+
+* **clickhouse** (default with the embedded broker, which keeps nothing across
+  restarts): a checkpoint's member states, its task record and its commit record
+  are rows of ``task_state`` in one insert, the last of its sink batch. The
+  checkpoint is committed exactly when that insert lands.
+* **kafka** (default with an external cluster): member states and the task record
+  go to the changelog of the ``member-state`` Faust table
+  (:mod:`streams.state_table`), then the commit record to the compacted
+  ``<PULSE_APP_ID>-task-commits`` topic. Any worker that is assigned the task
+  restores from there, whatever ClickHouse it writes to.
+
+Either way a checkpoint's derived rows, events rows and failures are written
+before its commit record, tagged with (task, generation, sequence). Restoring a
+task therefore (1) reads its newest commit record, (2) deletes from this
+worker's ClickHouse the tagged rows the lineage says never committed
+(:func:`roll_back`), (3) with Kafka as the record, collects the ids of messages
+those checkpoints had already produced on the output topics, so they are not
+produced again (:func:`produced_after`), and (4) loads the member states and the
+task record that go with the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from clickhouse_connect.driver.client import Client
+
+from streams.broker import read_to_end
+from streams.commits import CommitRecord
+from streams.state_table import Change, StateRecord, StateTable, task_key
+
+__all__ = [
+    "Restored",
+    "Checkpoints",
+    "ClickHouseCheckpoints",
+    "KafkaCheckpoints",
+    "COMMIT_KEY",
+    "TAGGED_TABLES",
+    "roll_back",
+    "produced_after",
+    "read_commits",
+]
+
+log = logging.getLogger(__name__)
+
+#: ``task_state`` key of a task's commit record (never a pseudonym: those are hex).
+COMMIT_KEY = "~commit"
+#: ``task_state`` key of a task's own record (models, alert engine, clock).
+TASK_KEY = "~task"
+
+#: Tables whose rows carry (task, gen, seq) and are rolled back when uncommitted.
+TAGGED_TABLES = (
+    "member_scores",
+    "score_history",
+    "lifecycle_transitions",
+    "model_metrics",
+    "alerts",
+    "failed_events",
+    "events",
+)
+
+#: Headers every output message carries (see :mod:`streams.outputs`).
+ID_HEADER = "pulse.output.id"
+TASK_HEADER = "pulse.task"
+
+
+@dataclass
+class Restored:
+    """A task's committed checkpoint: its commit record, task record and member states."""
+
+    commit: CommitRecord
+    task_record: str  # sealed; "" if none
+    members: dict[str, str] = field(default_factory=dict)  # pseudonym -> sealed ("" erased)
+
+
+class Checkpoints(Protocol):
+    """The record of partition-task checkpoints (see the module docstring)."""
+
+    kind: str
+
+    async def load(self, task: int) -> Restored | None: ...
+
+    def rows(
+        self,
+        task: int,
+        gen: int,
+        seq: int,
+        members: dict[str, str],
+        task_record: str,
+        commit: CommitRecord,
+    ) -> list[dict[str, Any]]:
+        """``task_state`` rows to store with the checkpoint's batch ([] if not the record)."""
+        ...
+
+    async def commit(
+        self,
+        task: int,
+        gen: int,
+        seq: int,
+        members: dict[str, str],
+        task_record: str,
+        commit: CommitRecord,
+    ) -> None:
+        """Make the checkpoint durable once its batch is stored (no-op if the rows did)."""
+        ...
+
+
+def _state_row(task: int, key: str, gen: int, seq: int, state: str) -> dict[str, Any]:
+    return {"task": task, "key": key, "gen": gen, "seq": seq, "state": state}
+
+
+class ClickHouseCheckpoints:
+    """``task_state`` in ClickHouse is the record (one insert per checkpoint batch)."""
+
+    kind = "clickhouse"
+
+    def __init__(self, client: Client, database: str) -> None:
+        self.client = client
+        self.database = database
+
+    async def load(self, task: int) -> Restored | None:
+        return await asyncio.to_thread(self._load, task)
+
+    def _load(self, task: int) -> Restored | None:
+        rows = self.client.query(
+            f"SELECT key, argMax(state, seq) FROM {self.database}.task_state "
+            "WHERE task = {task:UInt16} GROUP BY key",
+            parameters={"task": task},
+        ).result_rows
+        found = {str(key): str(state) for key, state in rows}
+        commit = found.pop(COMMIT_KEY, None)
+        if commit is None:
+            return None
+        task_record = found.pop(TASK_KEY, "")
+        return Restored(CommitRecord.decode(commit), task_record, found)
+
+    def rows(
+        self,
+        task: int,
+        gen: int,
+        seq: int,
+        members: dict[str, str],
+        task_record: str,
+        commit: CommitRecord,
+    ) -> list[dict[str, Any]]:
+        rows = [_state_row(task, key, gen, seq, sealed) for key, sealed in members.items()]
+        rows.append(_state_row(task, TASK_KEY, gen, seq, task_record))
+        rows.append(_state_row(task, COMMIT_KEY, gen, seq, commit.encode().decode()))
+        return rows
+
+    async def commit(
+        self,
+        task: int,
+        gen: int,
+        seq: int,
+        members: dict[str, str],
+        task_record: str,
+        commit: CommitRecord,
+    ) -> None:
+        return None
+
+
+class KafkaCheckpoints:
+    """The member-state changelog and the task-commits topic are the record."""
+
+    kind = "kafka"
+
+    def __init__(
+        self, table: StateTable, bootstrap: str, commits_topic: str, producer_config: dict[str, Any]
+    ) -> None:
+        from confluent_kafka import Producer
+
+        self.table = table
+        self.bootstrap = bootstrap
+        self.commits_topic = commits_topic
+        self.producer = Producer(
+            {
+                **producer_config,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 0,
+                "logger": log,
+            }
+        )
+        self._lineages: dict[int, Any] = {}
+
+    async def load(self, task: int) -> Restored | None:
+        commits = await asyncio.to_thread(read_commits, self.bootstrap, self.commits_topic)
+        commit = commits.get(task)
+        if commit is None:
+            return None
+        lineage = commit.lineage
+        task_record = ""
+        members: dict[str, str] = {}
+        for record in self.table.records(task):
+            chosen = record.as_of(lineage)
+            if chosen is None:
+                continue
+            if record.key == task_key(task):
+                task_record = chosen.sealed
+            elif not record.key.startswith("~"):
+                members[record.key] = chosen.sealed
+        return Restored(commit, task_record, members)
+
+    def rows(
+        self,
+        task: int,
+        gen: int,
+        seq: int,
+        members: dict[str, str],
+        task_record: str,
+        commit: CommitRecord,
+    ) -> list[dict[str, Any]]:
+        return []
+
+    async def commit(
+        self,
+        task: int,
+        gen: int,
+        seq: int,
+        members: dict[str, str],
+        task_record: str,
+        commit: CommitRecord,
+    ) -> None:
+        lineage = commit.lineage
+        table = self.table
+        records = [
+            StateRecord(key, task, gen, seq, sealed, table.previous_of(key, lineage))
+            for key, sealed in members.items()
+        ]
+        key = task_key(task)
+        last = StateRecord(key, task, gen, seq, task_record, table.previous_of(key, lineage))
+        changes: list[Change] = await table.send(records, last)
+        await asyncio.to_thread(self._produce_commit, commit)
+        table.apply(changes)
+
+    def close(self) -> None:
+        self.producer.flush(10)
+        self.producer = None  # type: ignore[assignment]
+
+    def _produce_commit(self, commit: CommitRecord) -> None:
+        errors: list[str] = []
+
+        def delivered(error: Any, message: Any) -> None:
+            if error is not None:
+                errors.append(str(error))
+
+        self.producer.produce(
+            self.commits_topic, commit.encode(), str(commit.task).encode(), on_delivery=delivered
+        )
+        remaining = self.producer.flush(60)
+        if remaining or errors:
+            from schemas.errors import PulseError
+
+            raise PulseError(f"commit of task {commit.task} not confirmed: {errors or remaining}")
+
+
+def read_commits(bootstrap: str, topic: str) -> dict[int, CommitRecord]:
+    """The newest commit record of every task on the commits topic (one partition)."""
+    latest: dict[int, CommitRecord] = {}
+    for message in read_to_end(bootstrap, {(topic, 0): 0}):
+        value = message.value()
+        if value is None:
+            continue
+        record = CommitRecord.decode(value)
+        current = latest.get(record.task)
+        if current is None or record.seq >= current.seq:
+            latest[record.task] = record
+    return latest
+
+
+def roll_back(
+    client: Client, database: str, task: int, commit: CommitRecord | None
+) -> dict[str, int]:
+    """Delete this ClickHouse's rows of ``task`` that belong to checkpoints that never
+    committed; returns the rows deleted per table (tables with none left out)."""
+    if commit is None:
+        condition = "seq > 0"
+    else:
+        condition = commit.lineage.orphan_condition()
+    deleted: dict[str, int] = {}
+    for table in TAGGED_TABLES:
+        where = f"task = {int(task)} AND {condition}"
+        count = int(
+            client.query(f"SELECT count() FROM {database}.{table} WHERE {where}").result_rows[0][0]
+        )
+        if count:
+            client.command(
+                f"DELETE FROM {database}.{table} WHERE {where}",
+                settings={"mutations_sync": 2},
+            )
+            deleted[table] = count
+    if deleted:
+        log.warning("task %d: rolled back rows of uncommitted checkpoints: %s", task, deleted)
+    return deleted
+
+
+def produced_after(bootstrap: str, commit: CommitRecord) -> set[str]:
+    """Ids of the messages task ``commit.task`` produced after its commit (checkpoints
+    that never committed): the new owner does not produce them again."""
+    starts: dict[tuple[str, int], int] = {}
+    for key, offset in commit.outputs.items():
+        topic, _, partition = key.rpartition(":")
+        starts[(topic, int(partition))] = offset
+    ids: set[str] = set()
+    mine = str(commit.task).encode()
+    for message in read_to_end(bootstrap, starts):
+        headers = dict(message.headers() or [])
+        identity = headers.get(ID_HEADER)
+        if headers.get(TASK_HEADER) == mine and isinstance(identity, bytes):
+            ids.add(identity.decode())
+    return ids

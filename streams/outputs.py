@@ -1,0 +1,128 @@
+"""Messages Pulse produces: scores, alerts and dead letters, each with its identity.
+
+One librdkafka producer (batched in C, idempotent, ``acks=all``) serves every
+task of a worker. Each output message carries headers naming what it is --
+``pulse.output.id`` (the deterministic identity of :mod:`sinks.rows`, so a
+consumer can de-duplicate), ``pulse.task``, ``pulse.gen``, ``pulse.seq`` (the
+checkpoint that produced it). A checkpoint flushes the producer before anything
+of it is acknowledged, and records per task the offset after its last delivered
+message on every output topic-partition, so a new owner can find the messages of
+a checkpoint that never committed (:func:`streams.checkpoint_store.produced_after`)
+and skip producing them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from schemas.errors import PulseError
+from sinks.rows import Tags
+from streams.checkpoint_store import ID_HEADER, TASK_HEADER
+
+__all__ = ["OutputProducer", "OutputError"]
+
+log = logging.getLogger(__name__)
+
+
+class OutputError(PulseError):
+    """Output messages were not confirmed by the broker: nothing of them is acknowledged."""
+
+
+class OutputProducer:
+    """Produces output messages for the tasks of one worker."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.producer = Producer(
+            {
+                **config,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "partitioner": "murmur2_random",
+                "message.max.bytes": 8 << 20,
+                "logger": log,
+            }
+        )
+        self._errors: list[str] = []
+        # task -> "topic:partition" -> offset after its newest delivered message
+        self.ends: dict[int, dict[str, int]] = {}
+        # task -> output ids produced by checkpoints that never committed
+        self.skip: dict[int, set[str]] = {}
+
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        *,
+        tags: Tags,
+        identity: str,
+        headers: Iterable[tuple[str, bytes]] = (),
+    ) -> bool:
+        """Queue one message; False if a checkpoint that never committed produced it already."""
+        if identity in self.skip.get(tags.task, ()):
+            return False
+        all_headers: list[tuple[str, str | bytes | None]] = [
+            (ID_HEADER, identity.encode()),
+            (TASK_HEADER, str(tags.task).encode()),
+            ("pulse.gen", str(tags.gen).encode()),
+            ("pulse.seq", str(tags.seq).encode()),
+            *headers,
+        ]
+        ends = self.ends.setdefault(tags.task, {})
+
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            if error is not None:
+                self._errors.append(str(error))
+                return
+            where = f"{message.topic()}:{message.partition()}"
+            offset = (message.offset() or 0) + 1
+            if offset > ends.get(where, 0):
+                ends[where] = offset
+
+        while True:
+            try:
+                self.producer.produce(topic, value, key, headers=all_headers, on_delivery=delivered)
+                return True
+            except BufferError:  # librdkafka's queue is full: serve delivery reports first
+                self.producer.poll(0.05)
+
+    def produce_plain(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, str | bytes | None]],
+    ) -> None:
+        """Queue a message without identity (dead letters: keyed by their source offset)."""
+
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            if error is not None:
+                self._errors.append(str(error))
+
+        while True:
+            try:
+                self.producer.produce(topic, value, key, headers=headers, on_delivery=delivered)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+            except KafkaException as exc:  # e.g. larger than the topic takes
+                self._errors.append(str(exc))
+                return
+
+    async def flush(self, timeout: float = 60.0) -> None:
+        """Wait until every queued message is confirmed; raise :class:`OutputError` if not."""
+        remaining = await asyncio.to_thread(self.producer.flush, timeout)
+        if remaining or self._errors:
+            errors, self._errors = self._errors[:3], []
+            raise OutputError(f"{remaining} output messages unconfirmed; errors: {errors}")
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush, then release the client (its connections close now, not at exit)."""
+        self.producer.flush(timeout)
+        self.producer = None  # type: ignore[assignment]

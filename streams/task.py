@@ -1,0 +1,542 @@
+"""A partition task: the members of one input partition, their clock, timers and checkpoints.
+
+Input topics are co-partitioned by ``member_id``, so partition ``n`` of every
+input holds all events of the same members. :class:`PartitionTask` ``n`` owns
+them, as a stream task does in Kafka Streams or Quix Streams: their states and
+the models it scores them with (a :class:`~scoring.engine.ScoringEngine` of its
+own), the event-time order of its inputs (:class:`~streams.ordering.EventTimeOrder`),
+its clock and silence timers, its member alert rules, and its checkpoints
+(:mod:`streams.checkpoint`). Nothing in it depends on which worker runs it or on
+the other tasks, so a task gives the same results whether one worker runs every
+task or they are spread over many and move between them.
+
+Life of a task on a worker:
+
+* **restore** (on assignment, before any of its events is applied): read the
+  newest commit record, roll back this worker's rows of checkpoints that never
+  committed, find the messages those checkpoints produced already, load member
+  states, models and alert state (:mod:`streams.checkpoint_store`); start a new
+  generation;
+* **deliver**: track every message's offset (acknowledged only as a contiguous
+  prefix); a message the commit record covers already is a redelivery (the
+  group's committed offset lags the checkpoints) and is done at once;
+* **hold / release / apply**: valid new events wait for the horizon, are applied
+  in event-time order, their outputs produced and buffered in the open checkpoint;
+* **checkpoint** (every ``PULSE_CHECKPOINT_SECONDS``, or when asked);
+* **revoke** (the partition moves): checkpoint what was applied and wait for the
+  commit; events still held are dropped, unacknowledged, so the new owner gets
+  them; the task is forgotten, so none of its timers fires here again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from schemas.envelope import EventBase
+from scoring.alerts import AlertEngine, AlertRecord, RuleSet
+from scoring.config import ScoringConfig
+from scoring.engine import ScoringEngine
+from scoring.records import LabelApplied, LifecycleTransition, ModelMetrics, ScoreRecord
+from scoring.state import MemberState
+from sinks.clickhouse import ClickHouseSink, EventIdIndex
+from sinks.privacy import Pseudonymizer
+from sinks.rows import (
+    Tags,
+    alert_row,
+    event_row,
+    metrics_row,
+    score_row,
+    transition_row,
+)
+from sinks.sealing import Sealer
+from streams.checkpoint import Checkpoint, Sealed
+from streams.checkpoint_store import Checkpoints, produced_after, roll_back
+from streams.commits import CommitRecord, Lineage
+from streams.metrics import PulseMetrics
+from streams.offsets import AppliedOffsets, OffsetTracker
+from streams.ordering import EventTimeOrder, HighWater
+from streams.outputs import OutputProducer
+
+__all__ = ["PartitionTask", "TaskContext", "Inbound"]
+
+log = logging.getLogger(__name__)
+
+#: A checkpoint is taken at once when this many members changed since the last one.
+CHECKPOINT_MEMBERS = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One consumed message, as the pipeline needs it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp: float | None  # broker timestamp, seconds since the epoch
+    ack: Callable[[], None]
+
+
+@dataclass
+class TaskContext:
+    """What every task of a worker shares: built once by :func:`streams.runtime.build_worker`."""
+
+    config: ScoringConfig
+    rules: RuleSet
+    inputs: tuple[str, ...]  # input topic names
+    scores_topic: str
+    alerts_topic: str
+    sink: ClickHouseSink
+    index: EventIdIndex
+    store: Checkpoints
+    outputs: OutputProducer
+    pseudonym: Pseudonymizer
+    sealer: Sealer
+    metrics: PulseMetrics
+    clickhouse: Any  # clickhouse-connect client for roll-backs
+    database: str
+    bootstrap: str
+    broker_id: str
+    checkpoint_seconds: float
+    idle_seconds: float
+    max_held: int
+    highwater: HighWater | None
+    on_stored_alerts: Callable[[list[AlertRecord]], None] | None = None
+
+
+class PartitionTask:
+    """Partition ``number`` of every input topic, and the members that live there."""
+
+    def __init__(self, number: int, ctx: TaskContext) -> None:
+        self.number = number
+        self.ctx = ctx
+        self.engine = ScoringEngine(ctx.config)
+        self.alerts = AlertEngine(ctx.rules)
+        self.order: EventTimeOrder[Inbound, EventBase] = EventTimeOrder(
+            ctx.inputs,
+            idle_seconds=ctx.idle_seconds,
+            max_held=ctx.max_held,
+            highwater=ctx.highwater,
+            partitions=[number],
+        )
+        self.lateness = timedelta(seconds=ctx.config.allowed_lateness_seconds)
+        self.trackers: dict[str, OffsetTracker[Inbound]] = {t: OffsetTracker() for t in ctx.inputs}
+        self.gen = secrets.randbits(62)
+        self.seq = 0  # the newest checkpoint taken (committed or on its way)
+        self.lineage = Lineage.start(self.gen, 0)  # as of the newest checkpoint taken
+        self.applied: dict[str, AppliedOffsets] = {t: AppliedOffsets.empty() for t in ctx.inputs}
+        self.pending_ids: set[str] = set()  # held, or applied and not stored yet
+        self.open = Checkpoint(Tags(number, self.gen, 1))
+        self._last_commit: asyncio.Future[None] | None = None
+        self._inflight: set[asyncio.Future[None]] = set()
+        self.restored = False
+        self.alerts_fired = 0
+        self.stages: Counter[str] = Counter()
+        self.risks: Counter[str] = Counter()
+        self._last: dict[str, tuple[str, str]] = {}  # member -> (stage, risk) as last counted
+        self.restored_members = 0
+        self.rolled_back: dict[str, int] = {}
+        self.skipped_outputs = 0
+
+    # --- restore -----------------------------------------------------------------------
+    async def restore(self) -> None:
+        """Come back from the newest committed checkpoint (see the module docstring)."""
+        ctx = self.ctx
+        started = time.monotonic()
+        restored = await ctx.store.load(self.number)
+        commit = restored.commit if restored is not None else None
+        self.rolled_back = await asyncio.to_thread(
+            roll_back, ctx.clickhouse, ctx.database, self.number, commit
+        )
+        if commit is not None:
+            self.seq = commit.seq
+            self.lineage = commit.lineage
+            if commit.broker == ctx.broker_id:
+                self.applied.update(commit.inputs)
+                if ctx.store.kind == "kafka" and commit.outputs:
+                    skip = await asyncio.to_thread(produced_after, ctx.bootstrap, commit)
+                    ctx.outputs.skip[self.number] = skip
+                    self.skipped_outputs = len(skip)
+        if restored is not None:
+            self._load(restored.members, restored.task_record)
+        self.open = Checkpoint(Tags(self.number, self.gen, self.seq + 1))
+        self.restored = True
+        if restored is not None:
+            log.info(
+                "task %d restored %d members at checkpoint %d in %.2fs",
+                self.number,
+                self.restored_members,
+                self.seq,
+                time.monotonic() - started,
+            )
+
+    def _load(self, members: dict[str, str], task_record: str) -> None:
+        sealer = self.ctx.sealer
+        for sealed in members.values():
+            if not sealed:  # an erased member's tombstone
+                continue
+            state = MemberState.from_dict(json.loads(sealer.open(sealed)))
+            self.engine.load_member(state, self.number)
+        self.restored_members = len(self.engine.states)
+        if task_record:
+            data = json.loads(sealer.open(task_record))
+            self.engine.restore_models(base64.b64decode(data["models"]))
+            self.alerts = AlertEngine.from_dict(self.ctx.rules, data["alerts"])
+
+    # --- intake ------------------------------------------------------------------------
+    def deliver(self, item: Inbound) -> bool:
+        """Track a delivered message; False if it is a redelivery of one already done."""
+        tracker = self.trackers[item.topic]
+        if not tracker.delivered(item.offset, item):
+            return False
+        applied = self.applied[item.topic]
+        if applied.below == 0 and not applied.beyond and tracker.pending == 1:
+            # the first delivery since the task started here: everything before it was
+            # committed by the consumer group, by us or an earlier owner
+            self.applied[item.topic] = AppliedOffsets(item.offset)
+        if self.applied[item.topic].covers(item.offset):
+            self._acknowledge([item])
+            return False
+        return True
+
+    def finished(self, item: Inbound) -> None:
+        """A message that needs no more than a checkpoint (a reject or a duplicate)."""
+        self.open.messages.append(item)
+
+    def hold(self, fresh: list[tuple[Inbound, EventBase]], now: float) -> None:
+        for _, event in fresh:
+            self.pending_ids.add(str(event.event_id))
+        self.order.add(fresh, now)
+
+    def seen(self, items: Sequence[Inbound], now: float) -> None:
+        self.order.seen(items, now)
+
+    # --- applying ----------------------------------------------------------------------
+    def release(self, now: float) -> None:
+        """Apply what the horizon releases, then move the clock to the horizon.
+
+        The timers the clock passes fire in the same place of the sequence of
+        records however the releases were batched (before the first event later
+        than their due time plus the allowed lateness), so a task's outputs depend
+        on its events alone."""
+        released = self.order.release(now)
+        if released:
+            self.apply(released)
+        horizon = self.order.horizon_time(now)
+        if horizon is not None:
+            fired = self.engine.advance(self.number, horizon - self.lateness)
+            if fired:
+                self._emit([(None, r) for r in fired], None)
+            if self.order.caught_up(now):
+                # nothing more is coming: alert dwells and days may close at the clock
+                watermark = self.engine.watermark(self.number)
+                if watermark is not None:
+                    self._alerts_emit(self.alerts.advance(watermark))
+
+    def apply(self, items: list[tuple[Inbound, EventBase]]) -> None:
+        """Apply events (in event-time order) and buffer what they produce."""
+        checkpoint = self.open
+        observe = self.ctx.metrics.scoring_duration.observe
+        duplicates = self.engine.stats.duplicates
+        for item, event in items:
+            started = time.perf_counter()
+            out = self.engine.process(event, partition=self.number)
+            observe(time.perf_counter() - started)
+            event_id = str(event.event_id)
+            checkpoint.messages.append(item)
+            if self.engine.stats.duplicates > duplicates:
+                # the member's ring knows the event: applied and stored before
+                duplicates = self.engine.stats.duplicates
+                self.ctx.metrics.events_duplicate.labels(item.topic).inc()
+                self.pending_ids.discard(event_id)
+                continue
+            checkpoint.members.add(event.member_id)
+            checkpoint.add_rows("events", [self._event_row(item, event, checkpoint.tags)])
+            checkpoint.event_ids.append(event_id)
+            self._freshness(item)
+            if out:
+                self._emit([(event_id, r) for r in out], event)
+
+    def _event_row(self, item: Inbound, event: EventBase, tags: Tags) -> dict[str, Any]:
+        return event_row(
+            event,
+            topic=item.topic,
+            partition=item.partition,
+            offset=item.offset,
+            pseudonym=self.ctx.pseudonym,
+            ingested_at=datetime.now(UTC),
+            tags=tags,
+        )
+
+    def _freshness(self, item: Inbound) -> None:
+        if item.timestamp is not None:
+            self.ctx.metrics.freshness.observe(max(0.0, time.time() - item.timestamp))
+
+    def _emit(self, records: list[tuple[str | None, Any]], event: EventBase | None) -> None:
+        """Rows and messages of the records one step produced: applying ``event`` (the
+        records' cause is its id), or moving the clock (``event`` None)."""
+        ctx = self.ctx
+        checkpoint = self.open
+        tags = checkpoint.tags
+        pseudonym = ctx.pseudonym
+        m = ctx.metrics
+        scores: list[dict[str, Any]] = []
+        transitions: list[dict[str, Any]] = []
+        model_rows: list[dict[str, Any]] = []
+        alerts: list[AlertRecord] = []
+        for cause, record in records:
+            if isinstance(record, ScoreRecord):
+                # a re-score fired while applying an event is not that event's score
+                own = cause if record.trigger == "event" else None
+                row = score_row(record, pseudonym=pseudonym, cause=own, tags=tags)
+                scores.append(row)
+                alerts.extend(self._alert(record, event if own is not None else None))
+                self._count(record)
+                self._publish_score(record, row, tags)
+                checkpoint.members.add(record.member_id)
+                m.scores_emitted.labels(record.trigger).inc()
+            elif isinstance(record, LifecycleTransition):
+                transitions.append(transition_row(record, pseudonym=pseudonym, tags=tags))
+                checkpoint.members.add(record.member_id)
+                m.lifecycle_transitions.labels(record.from_stage, record.to_stage).inc()
+            elif isinstance(record, ModelMetrics):
+                model_rows.append(metrics_row(record, tags=tags))
+                self._model_gauges(record)
+            elif isinstance(record, LabelApplied):
+                m.labels_applied.labels(record.model, str(record.label)).inc()
+        checkpoint.add_rows("member_scores", scores)
+        checkpoint.add_rows("score_history", scores)
+        checkpoint.add_rows("lifecycle_transitions", transitions)
+        checkpoint.add_rows("model_metrics", model_rows)
+        self._alerts_emit(alerts)
+
+    def _count(self, record: ScoreRecord) -> None:
+        previous = self._last.get(record.member_id)
+        if previous is not None:
+            self.stages[previous[0]] -= 1
+            self.risks[previous[1]] -= 1
+        self._last[record.member_id] = (record.lifecycle_stage, record.churn_risk)
+        self.stages[record.lifecycle_stage] += 1
+        self.risks[record.churn_risk] += 1
+
+    def _model_gauges(self, record: ModelMetrics) -> None:
+        m = self.ctx.metrics
+        if record.roc_auc is not None:
+            m.model_roc_auc.labels(record.model).set(record.roc_auc)
+        if record.log_loss is not None:
+            m.model_log_loss.labels(record.model).set(record.log_loss)
+        if record.drift_detected:
+            m.model_drift.labels(record.model).inc()
+
+    def _publish_score(self, record: ScoreRecord, row: dict[str, Any], tags: Tags) -> None:
+        """``pulse.scores`` keeps the member id (the topic is internal); ClickHouse never does."""
+        message = {
+            **{k: v for k, v in row.items() if k not in ("version", "task", "gen", "seq")},
+            "member_id": record.member_id,
+            "scored_at": record.scored_at.isoformat(),
+            "last_event_at": record.last_event_at.isoformat(),
+        }
+        value = json.dumps(message, separators=(",", ":")).encode()
+        produced = self.ctx.outputs.produce(
+            self.ctx.scores_topic,
+            record.member_id.encode(),
+            value,
+            tags=tags,
+            identity=row["output_id"],
+        )
+        if not produced:
+            self.skipped_outputs += 1
+
+    def _alert(self, record: ScoreRecord, event: EventBase | None) -> list[AlertRecord]:
+        """Alert rules on one score, in event time: the alert engine's clock moves to the
+        score's time first (dwells that ended before it fire, days before it close),
+        so alerts depend on the sequence of scores, not on how it was batched."""
+        engine = self.alerts
+        alerts = engine.advance(record.scored_at)
+        alerts.extend(engine.on_score(record))
+        if event is not None and event.event_type == "survey_answered":  # type: ignore[attr-defined]
+            nps = getattr(getattr(event, "properties", None), "nps", None)
+            if event.community_id and nps is not None:
+                alerts.extend(engine.on_survey(event.community_id, int(nps), event.occurred_at))
+        return alerts
+
+    def _alerts_emit(self, alerts: list[AlertRecord]) -> None:
+        if not alerts:
+            return
+        ctx = self.ctx
+        checkpoint = self.open
+        tags = checkpoint.tags
+        now = datetime.now(UTC)
+        rows = []
+        for alert in alerts:
+            rows.append(alert_row(alert, pseudonym=ctx.pseudonym, emitted_at=now, tags=tags))
+            row = alert.to_row()
+            message = {
+                **{k: v for k, v in row.items() if k != "webhook"},
+                "raised_at": alert.raised_at.isoformat(),
+                "episode_start": alert.episode_start.isoformat(),
+                "context": alert.context,
+            }
+            value = json.dumps(message, default=str, separators=(",", ":")).encode()
+            ctx.outputs.produce(
+                ctx.alerts_topic,
+                alert.subject_id.encode(),
+                value,
+                tags=tags,
+                identity=alert.alert_id,
+            )
+            counter = (
+                ctx.metrics.alerts_fired if alert.status == "fired" else ctx.metrics.alerts_resolved
+            )
+            counter.labels(alert.rule, alert.severity).inc()
+            self.alerts_fired += alert.status == "fired"
+            if alert.subject_type == "member":
+                checkpoint.members.add(alert.subject_id)
+        checkpoint.add_rows("alerts", rows)
+        if ctx.on_stored_alerts is not None:
+            hook = ctx.on_stored_alerts
+            pending = list(alerts)
+            checkpoint.after_commit.append(lambda: hook(pending))
+        self._export_active()
+
+    def _export_active(self) -> None:
+        for (rule, severity), n in self.alerts.active().items():
+            self.ctx.metrics.alerts_active.labels(rule, severity).set(n)
+
+    # --- checkpoints -------------------------------------------------------------------
+    def due(self, now: float) -> bool:
+        checkpoint = self.open
+        if checkpoint.empty():
+            return False
+        return checkpoint.expired(now, self.ctx.checkpoint_seconds) or (
+            len(checkpoint.members) >= CHECKPOINT_MEMBERS
+        )
+
+    async def checkpoint(self) -> None:
+        """Commit the open checkpoint (steps in :mod:`streams.checkpoint`); returns once its
+        rows are with the sink -- the commit and the acknowledgements follow."""
+        checkpoint = self.open
+        if checkpoint.empty():
+            return
+        ctx = self.ctx
+        tags = checkpoint.tags
+        for message in checkpoint.messages:
+            topic_offsets = self.applied.get(message.topic)
+            if topic_offsets is not None:
+                self.applied[message.topic] = topic_offsets.with_offsets([message.offset])
+        self.seq = tags.seq
+        self.lineage = self.lineage.committing(self.gen, tags.seq)
+        record = CommitRecord(
+            self.number, self.gen, tags.seq, self.lineage, ctx.broker_id, dict(self.applied)
+        )
+        sealed = self._seal(checkpoint.members)
+        self.open = Checkpoint(Tags(self.number, self.gen, tags.seq + 1))
+        committed = await checkpoint.commit(
+            sealed=sealed,
+            record=record,
+            outputs=ctx.outputs,
+            sink=ctx.sink,
+            store=ctx.store,
+            remember=self._stored,
+            acknowledge=self._acknowledge,
+            after=self._last_commit,
+        )
+        self._last_commit = committed
+        self._inflight.add(committed)
+        committed.add_done_callback(self._inflight.discard)
+
+    def _stored(self, event_ids: list[str]) -> None:
+        self.ctx.index.remember(event_ids)
+        self.pending_ids.difference_update(event_ids)
+
+    def _acknowledge(self, messages: list[Inbound]) -> None:
+        m = self.ctx.metrics
+        for message in messages:
+            tracker = self.trackers.get(message.topic)
+            if tracker is None:
+                continue
+            for done in tracker.done(message.offset):
+                done.ack()
+                m.acked_messages.labels(done.topic).inc()
+        if messages:
+            m.last_ack.set(time.time())
+
+    async def committed(self) -> None:
+        """Wait until every checkpoint taken so far is committed and acknowledged."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight))
+
+    def _seal(self, members: set[str]) -> Sealed:
+        sealer = self.ctx.sealer
+        pseudonym = self.ctx.pseudonym
+        states = self.engine.states
+        sealed: dict[str, str] = {}
+        for member_id in members:
+            state = states.get(member_id)
+            # an erased member leaves a tombstone, so a restore does not bring them back
+            sealed[pseudonym(member_id)] = (
+                ""
+                if state is None
+                else sealer.seal(json.dumps(state.to_dict(), separators=(",", ":")).encode())
+            )
+        task_record = {
+            "models": base64.b64encode(self.engine.models_checkpoint()).decode(),
+            "alerts": self.alerts.to_dict(),
+        }
+        record = sealer.seal(json.dumps(task_record, separators=(",", ":")).encode())
+        return Sealed(sealed, record)
+
+    # --- leaving -------------------------------------------------------------------------
+    async def revoke(self) -> None:
+        """The partition leaves this worker: commit what was applied, drop what is held."""
+        await self.checkpoint()
+        await self.committed()
+
+    def reset_intake(self) -> None:
+        """After a revocation: held events are dropped (the broker redelivers them to the
+        next owner -- maybe this worker again), and offsets are tracked afresh, from
+        where the consumer group committed."""
+        self.order = EventTimeOrder(
+            self.ctx.inputs,
+            idle_seconds=self.ctx.idle_seconds,
+            max_held=self.ctx.max_held,
+            highwater=self.ctx.highwater,
+            partitions=[self.number],
+        )
+        self.trackers = {t: OffsetTracker() for t in self.ctx.inputs}
+        self.pending_ids.clear()
+
+    @property
+    def held(self) -> int:
+        return self.order.held
+
+    @property
+    def unacknowledged(self) -> int:
+        """Valid events held for event-time order or waiting for their checkpoint."""
+        return self.order.held + sum(t.pending for t in self.trackers.values())
+
+    def acked_through(self) -> dict[tuple[str, int], int]:
+        return {
+            (topic, self.number): tracker.acked_through for topic, tracker in self.trackers.items()
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "members": len(self.engine.states),
+            "seq": self.seq,
+            "held": self.order.held,
+            "restored_members": self.restored_members,
+            "rolled_back_rows": sum(self.rolled_back.values()),
+            "skipped_outputs": self.skipped_outputs,
+        }
