@@ -29,7 +29,7 @@ def test_a_record_of_a_checkpoint_that_never_committed_falls_back_to_its_previou
     assert orphan.as_of(lineage.committing(5, 3)) is orphan
 
 
-def test_a_crashed_generation_s_last_checkpoint_stays_uncommitted_after_a_new_owner_commits() -> None:
+def test_a_crashed_generations_last_checkpoint_stays_uncommitted_after_a_new_commit() -> None:
     # generation 5 committed 1..2 and wrote 3 before dying; generation 8 restored 2 and
     # committed its own 3 and 4: generation 5's 3 is an orphan, even below the new head
     lineage = Lineage.start(5, 0).committing(5, 1).committing(5, 2)
