@@ -24,8 +24,10 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -48,15 +50,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000})
+def _admin(bootstrap: str, config: Mapping[str, Any] | None = None) -> AdminClient:
+    """An admin client; ``config`` adds TLS/SASL (see :mod:`streams.kafka_config`)."""
+    return AdminClient(
+        {"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000, **(config or {})}
+    )
 
 
-def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
+def wait_for_broker(
+    bootstrap: str, timeout: float = 30.0, *, config: Mapping[str, Any] | None = None
+) -> None:
     """Poll the broker's metadata until it answers, or raise :class:`BrokerError`."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
-    admin = _admin(bootstrap)
+    admin = _admin(bootstrap, config)
     while time.monotonic() < deadline:
         try:
             admin.list_topics(timeout=2)
@@ -67,11 +74,24 @@ def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
     raise BrokerError(f"no Kafka broker answered at {bootstrap} within {timeout:.0f}s: {last}")
 
 
-def ensure_topics(bootstrap: str, names: list[str], partitions: int) -> None:
-    """Create the topics that do not exist yet (existing ones are left as they are)."""
-    admin = _admin(bootstrap)
+def ensure_topics(
+    bootstrap: str,
+    names: list[str],
+    partitions: int,
+    *,
+    replication_factor: int = 1,
+    config: Mapping[str, Any] | None = None,
+) -> None:
+    """Create the topics that do not exist yet (existing ones are left as they are).
+
+    ``replication_factor`` is ``PULSE_REPLICATION_FACTOR``; ``config`` the client's
+    TLS/SASL properties (:func:`streams.kafka_config.librdkafka_config`).
+    """
+    admin = _admin(bootstrap, config)
     existing = set(admin.list_topics(timeout=10).topics)
-    missing = [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
+    missing = [
+        NewTopic(n, num_partitions=partitions, replication_factor=replication_factor) for n in names
+    ]
     missing = [t for t in missing if t.topic not in existing]
     if not missing:
         return

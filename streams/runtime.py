@@ -34,8 +34,9 @@ from sinks.migrations import apply_migrations
 from sinks.privacy import Pseudonymizer, load_or_create_key
 from streams.app import INPUT_STREAMS, OUTPUT_TOPICS, PulseApp
 from streams.broker import EmbeddedBroker, ensure_topics, wait_for_broker
-from streams.config import Settings
+from streams.config import Settings, redact_url
 from streams.http import PulseHTTPServer
+from streams.kafka_config import librdkafka_config
 from streams.metrics import PulseMetrics
 from streams.pipeline import Pipeline, Scorer
 
@@ -164,18 +165,29 @@ class Runtime:
     # --- lifecycle -------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> Runtime:
         s = self.settings
+        s.validate()  # e.g. an external broker without the deployment's pseudonym key
         s.data_path.mkdir(parents=True, exist_ok=True)
+        kafka = librdkafka_config(s)
         if s.embedded_kafka:
             self.broker = EmbeddedBroker(log_path=s.data_path / "tansu.log").start()
             self.bootstrap = self.broker.bootstrap
         else:
-            wait_for_broker(self.bootstrap)
+            wait_for_broker(self.bootstrap, config=kafka)
         topics = [s.topic(n) for n in (*INPUT_STREAMS, *OUTPUT_TOPICS)]
-        ensure_topics(self.bootstrap, topics, s.partitions)
+        ensure_topics(
+            self.bootstrap,
+            topics,
+            s.partitions,
+            replication_factor=s.replication_factor,
+            config=kafka,
+        )
 
-        self.clickhouse = connect(s.clickhouse_url, None, s.data_path)
+        ca = s.clickhouse_ca_file
+        self.clickhouse = connect(s.clickhouse_url, None, s.data_path, ca_file=ca)
         apply_migrations(self.clickhouse, s.clickhouse_database)
-        self.reader = connect(s.clickhouse_url, s.clickhouse_database, s.data_path, readonly=True)
+        self.reader = connect(
+            s.clickhouse_url, s.clickhouse_database, s.data_path, readonly=True, ca_file=ca
+        )
         self.pseudonym_key = load_or_create_key(s.pseudonym_key, s.data_path)
         self.pseudonym = Pseudonymizer(self.pseudonym_key)
         self.faust = PulseApp(s, self.bootstrap)
@@ -188,7 +200,9 @@ class Runtime:
             retry_max_seconds=s.sink_retry_max_seconds,
             observer=MetricsObserver(self.metrics),
         )
-        index = EventIdIndex(connect(s.clickhouse_url, None, s.data_path), s.clickhouse_database)
+        index = EventIdIndex(
+            connect(s.clickhouse_url, None, s.data_path, ca_file=ca), s.clickhouse_database
+        )
         streams: dict[str, StreamName] = {s.topic(n): n for n in INPUT_STREAMS}  # type: ignore[misc]
         self.pipeline = Pipeline(
             sink=sink,
@@ -305,7 +319,7 @@ class Runtime:
             "pid": os.getpid(),
             "uptime_seconds": round(time.time() - self.started_at, 1),
             "kafka": self.bootstrap,
-            "clickhouse": self.settings.clickhouse_url.split("@")[-1] or "chDB (embedded)",
+            "clickhouse": redact_url(self.settings.clickhouse_url) or "chDB (embedded)",
             "processed": p.processed if p else 0,
             "rejected": p.rejected if p else 0,
             "duplicates": p.duplicates if p else 0,
