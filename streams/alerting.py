@@ -4,20 +4,20 @@ Fed by the scoring stage with every score record and survey answer of a batch,
 and the batch's event-time watermark. What fires or resolves goes, in the same
 batch as the scores, to the ``alerts`` table (member ids pseudonymised) and to
 ``pulse.alerts`` (keyed by member or community id), and moves the
-``pulse_alerts_*`` metrics (labels: rule and severity only). Webhooks are
-queued once the batch is stored. The engine's state is sealed into every model
-checkpoint, so a restart neither forgets an open episode nor fires it again;
-alert ids are deterministic per episode, so a redelivered batch writes the same
-ids.
+``pulse_alerts_*`` metrics (labels: rule and severity only). Fired alerts whose
+rule names a webhook go to the ``webhook_outbox`` table in the same batch (so
+before the ack; :mod:`streams.webhooks` delivers them). The engine's state is
+sealed into every model checkpoint, so a restart neither forgets an open episode
+nor fires it again; alert ids are deterministic per episode, so a redelivered
+batch writes the same ids.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from scoring.alerts import AlertEngine, AlertRecord, RuleSet, default_rules, load_rules
 from scoring.records import ScoreRecord
@@ -26,7 +26,7 @@ from sinks.privacy import Pseudonymizer
 from sinks.rows import utc
 from sinks.sealing import Sealer
 from streams.metrics import PulseMetrics
-from streams.webhooks import WebhookSender
+from streams.webhooks import Consent, outbox_rows
 
 __all__ = ["AlertStage", "rules_from_settings"]
 
@@ -50,6 +50,8 @@ class AlertStage:
         sealer: Sealer,
         publish: Publish,
         topic: str,
+        consent: Consent = lambda member_id: True,
+        partition_of: Mapping[str, int] | None = None,
     ) -> None:
         self.rules = rules
         self.engine = AlertEngine(rules)
@@ -58,7 +60,8 @@ class AlertStage:
         self.sealer = sealer
         self.publish = publish
         self.topic = topic
-        self.webhooks = WebhookSender(rules, metrics) if rules.webhooks else None
+        self.consent = consent  # marketing consent by member id (False: no webhook)
+        self.partition_of = partition_of
         self.fired = 0
         self._export_active()
         for rule in rules.rules:  # counters exist at 0 from the start, so rate() sees the first
@@ -94,7 +97,6 @@ class AlertStage:
             return
         now = utc(datetime.now(UTC))
         rows = []
-        hooks: list[tuple[str, str, dict[str, Any]]] = []
         for alert in alerts:
             row = alert.to_row()
             member = alert.subject_type == "member"
@@ -129,18 +131,17 @@ class AlertStage:
             )
             counter.labels(alert.rule, alert.severity).inc()
             self.fired += alert.status == "fired"
-            if alert.webhook and alert.status == "fired" and self.webhooks is not None:
-                hooks.append((alert.webhook, alert.rule, {**message, "member_pseudonym": subject}))
         sink.add("alerts", rows)
-        if hooks:
-            webhooks = self.webhooks
-            assert webhooks is not None
-
-            def deliver() -> None:  # only once the alerts are stored
-                for hook in hooks:
-                    webhooks.enqueue(*hook)
-
-            sink.add_ack(deliver)
+        outbox = outbox_rows(
+            alerts,
+            self.rules,
+            self.pseudonym,
+            self.consent,
+            sealer=self.sealer,
+            partition_of=self.partition_of,
+        )
+        if outbox:  # same batch as the alerts: stored before the ack
+            sink.add("webhook_outbox", outbox)
         self._export_active()
 
     def _export_active(self) -> None:
@@ -148,5 +149,4 @@ class AlertStage:
             self.metrics.alerts_active.labels(rule, severity).set(n)
 
     def stop(self) -> None:
-        if self.webhooks is not None:
-            self.webhooks.stop()
+        """Nothing to stop: webhooks are delivered by :class:`streams.webhooks.WebhookSender`."""

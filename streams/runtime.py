@@ -32,6 +32,7 @@ from schemas.registry import StreamName
 from sinks.clickhouse import ClickHouseSink, EventIdIndex, connect
 from sinks.migrations import apply_migrations
 from sinks.privacy import Pseudonymizer, load_or_create_key
+from sinks.sealing import Sealer
 from streams.app import INPUT_STREAMS, OUTPUT_TOPICS, PulseApp
 from streams.broker import EmbeddedBroker, ensure_topics, wait_for_broker
 from streams.config import Settings, redact_url
@@ -39,6 +40,7 @@ from streams.http import PulseHTTPServer
 from streams.kafka_config import librdkafka_config
 from streams.metrics import PulseMetrics
 from streams.pipeline import Pipeline, Scorer
+from streams.webhooks import WebhookSender
 
 __all__ = ["Runtime", "MetricsObserver", "instance_file", "read_instance"]
 
@@ -159,6 +161,7 @@ class Runtime:
         self.thread: _WorkerThread | None = None
         self.pipeline: Pipeline | None = None
         self.scorer: Scorer | None = None
+        self.webhooks: WebhookSender | None = None
         self.bootstrap = settings.kafka_bootstrap
         self.started_at = time.time()
 
@@ -221,6 +224,7 @@ class Runtime:
         if self.scorer_factory is not None:
             self.scorer = self.scorer_factory(self)
             self.pipeline.scorer = self.scorer
+            self._build_webhooks()
         self.faust.pipeline = self.pipeline
         self.metrics.build_info.info(
             {"version": "0.1.0", "kafka": "embedded" if self.broker else "external"}
@@ -255,6 +259,8 @@ class Runtime:
         close = getattr(self.scorer, "close", None)
         if close is not None:
             close()
+        if self.webhooks is not None:
+            self.webhooks.stop()
         if self.http is not None:
             self.http.stop()
             self.http = None
@@ -263,6 +269,27 @@ class Runtime:
             self.broker = None
         if self.announce:
             instance_file(self.settings).unlink(missing_ok=True)
+
+    def _build_webhooks(self) -> None:
+        """The webhook sender (its own ClickHouse client), if a rule posts to a webhook."""
+        from streams.alerting import rules_from_settings
+
+        s = self.settings
+        rules = rules_from_settings(s.alert_rules)
+        if not rules.webhooks:
+            return
+        try:
+            self.webhooks = WebhookSender(
+                connect(s.clickhouse_url, None, s.data_path, ca_file=s.clickhouse_ca_file),
+                s.clickhouse_database,
+                rules,
+                deliveries=self.metrics.webhook_deliveries,
+                sealer=Sealer.from_key(self.pseudonym_key),
+                poll_seconds=s.webhook_poll_seconds,
+            ).start()
+        except PulseError:  # e.g. a webhook's secret is not set: stop what started
+            self.stop()
+            raise
 
     def __enter__(self) -> Runtime:
         return self.start()

@@ -114,6 +114,8 @@ class StreamScorer:
             sealer=self.sealer,
             publish=self._produce,
             topic=runtime.settings.topic("alerts"),
+            consent=self.engine.marketing_allowed,  # marketing=false: no webhook
+            partition_of=self.partition_of,
         )
         self._version = 0  # member_state version of the last checkpoint
         # members changed since the last checkpoint -> their source partition
