@@ -50,7 +50,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -216,18 +216,15 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 _DELIVERY_COLUMNS = ("alert_id", "webhook", "attempt", "outcome", "status_code", "error", "at")
 
 
-def _backoff(attempts: int) -> float:
-    """Seconds between attempt ``attempts`` and the next: 0.5, 1, 2, ... at most 60."""
-    return float(min(60.0, 0.5 * 2 ** max(0, attempts - 1)))
-
-
 class WebhookSender:
     """The thread that delivers the outbox; see the module docstring.
 
     ``client`` is its own ClickHouse client (chDB: a client on the worker's path);
-    ``environ`` holds the webhooks' secrets (default ``os.environ``); ``owns``, if
-    given, says whether this worker delivers the rows of an input partition (-1:
-    community alerts); ``deliveries`` is ``pulse_webhook_deliveries_total``.
+    ``environ`` holds the webhooks' secrets (default ``os.environ``);
+    ``deliveries`` is ``pulse_webhook_deliveries_total``. ``owned``, for workers that
+    share one ClickHouse server, returns the input partitions whose rows this worker
+    delivers (-1: community alerts); None (one worker, or one ClickHouse per worker):
+    every row of the outbox.
     """
 
     def __init__(
@@ -240,7 +237,7 @@ class WebhookSender:
         sealer: Sealer | None = None,
         poll_seconds: float = 1.0,
         environ: Mapping[str, str] | None = None,
-        owns: Callable[[int], bool] | None = None,
+        owned: Callable[[], Collection[int]] | None = None,
         batch: int = 100,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -250,7 +247,7 @@ class WebhookSender:
         self.deliveries = deliveries
         self.sealer = sealer
         self.poll_seconds = poll_seconds
-        self.owns = owns
+        self.owned = owned
         self.batch = batch
         self.clock = clock
         env = os.environ if environ is None else environ
@@ -294,8 +291,15 @@ class WebhookSender:
 
     # --- one poll -----------------------------------------------------------------------
     def pending(self) -> list[_Pending]:
-        """Outbox rows with no final outcome yet, oldest first."""
+        """Outbox rows with no final outcome whose next attempt is due, oldest first
+        (rows waiting for their back-off, or of partitions not owned, are left out here
+        so that they never crowd due rows out of the batch)."""
         db = self.database
+        parameters: dict[str, Any] = {"now_ms": int(self.clock() * 1000)}
+        owned = ""
+        if self.owned is not None:
+            parameters["owned"] = sorted(self.owned())
+            owned = "AND o.source_partition IN {owned:Array(Int32)}"
         result = self.client.query(
             f"""
             SELECT o.webhook, o.alert_id, o.rule, o.member_sealed, o.payload,
@@ -306,10 +310,14 @@ class WebhookSender:
                        max(outcome IN ('delivered', 'failed')) AS done
                 FROM {db}.webhook_deliveries GROUP BY webhook, alert_id
             ) AS d ON o.webhook = d.webhook AND o.alert_id = d.alert_id
-            WHERE d.done = 0
+            WHERE d.done = 0 {owned}
+              -- back-off after attempt n: 0.5 s * 2^(n-1), at most 60 s
+              AND (d.attempts = 0 OR toUnixTimestamp64Milli(d.last_at)
+                   + least(60000, 500 * pow(2, d.attempts - 1)) <= {{now_ms:Int64}})
             ORDER BY o.created_at, o.alert_id
             LIMIT {int(self.batch)}
-            """
+            """,
+            parameters=parameters,
         )
         return [
             _Pending(
@@ -321,15 +329,10 @@ class WebhookSender:
 
     def run_once(self) -> int:
         """Attempt every pending delivery that is due; return how many were attempted."""
-        now = self.clock()
         attempted = 0
         for item in self.pending():
             if self._stop.is_set():
                 break
-            if self.owns is not None and not self.owns(item.partition):
-                continue
-            if item.attempts and now < item.last_attempt + _backoff(item.attempts):
-                continue
             hook = self.webhooks.get(item.webhook)
             attempt = item.attempts + 1
             if hook is None:  # the webhook left the rules file: give up on its rows

@@ -9,6 +9,7 @@ import json
 import logging
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -299,3 +300,41 @@ def test_a_missing_secret_stops_the_start(store: tuple[Client, str, Path]) -> No
     rules = _rules(crm={"url": "https://crm.invalid/hook", "secret_env": "UNSET_HOOK_SECRET"})
     with pytest.raises(WebhookConfigError, match="UNSET_HOOK_SECRET"):
         WebhookSender(connect("", None, data_dir), database, rules, environ=ENV)
+
+
+def test_each_worker_sends_the_rows_of_its_partitions(
+    store: tuple[Client, str, Path], receiver: Receiver
+) -> None:
+    """Workers sharing one ClickHouse server split the outbox by input partition."""
+    client, database, _ = store
+    rules = _rules(crm={"url": receiver.url})
+    alerts = [_alert("crm", member=f"m-{i}") for i in range(3)]
+    rows = outbox_rows(
+        alerts, rules, PSEUDONYM, lambda m: True, partition_of={"m-0": 0, "m-1": 1, "m-2": 1}
+    )
+    sink = ClickHouseSink(client, database)
+    sink.add("webhook_outbox", rows)
+    assert asyncio.run(sink.drain(10))
+    assert _sender(store, rules, owned=lambda: {1}).run_once() == 2
+    assert sorted(h["Idempotency-Key"] for h, _ in receiver.requests) == sorted(
+        a.alert_id for a in alerts[1:]
+    )
+    assert _sender(store, rules, owned=lambda: {0, -1}).run_once() == 1
+
+
+def test_rows_waiting_for_their_back_off_do_not_hold_up_others(
+    store: tuple[Client, str, Path],
+) -> None:
+    failing = Receiver(codes=[503])
+    try:
+        rules = _rules(crm={"url": failing.url, "max_attempts": 5})
+        _write_outbox(store, rules, _alert("crm", member="m-first"))
+        frozen = time.time()  # the sender's clock stands still: m-first is never due again
+        sender = _sender(store, rules, batch=1, clock=lambda: frozen)
+        assert sender.run_once() == 1  # 503: m-first waits 0.5 s before its next attempt
+        _write_outbox(store, rules, _alert("crm", member="m-second"))
+        assert sender.run_once() == 1  # the batch of one is m-second's, not m-first's
+        keys = [h["Idempotency-Key"] for h, _ in failing.requests]
+        assert keys == [_alert("crm", "m-first").alert_id, _alert("crm", "m-second").alert_id]
+    finally:
+        failing.stop()
