@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from schemas.envelope import EventBase
+from schemas.interactions import ConsentChanged
 from scoring.activity import Applied, apply_event, event_digest, event_type_of
 from scoring.clock import DAY, PartitionClock, from_ts, to_ts
 from scoring.config import ScoringConfig
@@ -104,6 +105,8 @@ class EngineStats:
     """Scores produced by silence boundaries (trigger ``silence``)."""
     late: int = 0
     """Events older than their partition's watermark when applied (the clock ran ahead)."""
+    opted_out: int = 0
+    """Events of members who withdrew analytics consent: dropped, nothing learned."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +162,16 @@ class ScoringEngine:
         if event_type == "erasure_requested":
             self._erase(member_id, partition)
             return out
+        if isinstance(event, ConsentChanged) and not event.properties.analytics:
+            self._opt_out(member_id, partition, at, digest, event.properties.marketing)
+            return out
         state = self.states.get(member_id)
+        if state is not None and state.opted_out:
+            if event_type != "consent_changed":  # behaviour of an opted-out member: dropped
+                self.stats.opted_out += 1
+                return out
+            del self.states[member_id]  # analytics consent given again: from scratch
+            state = None
         is_new = state is None
         if state is None:
             state = MemberState(member_id, at)
@@ -192,7 +204,20 @@ class ScoringEngine:
         if state.member_id not in self.states:
             self.states[state.member_id] = state
         self._clock(partition)
-        self._schedule(state, partition)
+        if not state.opted_out:
+            self._schedule(state, partition)
+
+    def opted_out(self, member_id: str) -> bool:
+        """Whether the member withdrew analytics consent (their behaviour is not scored,
+        learned from, or to be stored; the consent events themselves are kept)."""
+        state = self.states.get(member_id)
+        return state is not None and state.opted_out
+
+    def marketing_allowed(self, member_id: str) -> bool:
+        """Whether alerts about the member may go to outside systems (webhooks): a member
+        this engine holds, scored, who did not withdraw marketing consent."""
+        state = self.states.get(member_id)
+        return state is not None and state.consent_marketing and not state.opted_out
 
     def drop_partition(self, partition: int) -> None:
         """Forget a revoked partition's clock and timers (member states stay with the caller)."""
@@ -227,7 +252,7 @@ class ScoringEngine:
     def score_member(self, member_id: str, at: datetime) -> ScoreRecord:
         """Score a member at ``at`` without changing any state."""
         state = self.states.get(member_id)
-        if state is None:
+        if state is None or state.opted_out:
             raise UnknownMember(member_id)
         ts = max(to_ts(at), state.last_event_at)
         if any(policy[3] <= ts for policy in state.policies.values()):
@@ -276,7 +301,7 @@ class ScoringEngine:
         while (item := timers.pop_due(clock.watermark)) is not None:
             member_id, due = item
             state = self.states.get(member_id)
-            if state is not None:
+            if state is not None and not state.opted_out:
                 out.extend(self._on_timer(state, due, partition))
         return out
 
@@ -504,3 +529,16 @@ class ScoringEngine:
         self.models.population.remove(state.engagement_bin, state.engagement_binned_at)
         del self.states[member_id]
         self._timers[partition].cancel(member_id)
+
+    def _opt_out(
+        self, member_id: str, partition: int, at: float, digest: int, marketing: bool
+    ) -> None:
+        """Analytics consent withdrawn: forget the member (state, pending labels, timers,
+        population) and keep only a marker that recognises their later events."""
+        state = self.states.get(member_id)
+        if state is None or not state.opted_out:
+            self._erase(member_id, partition)
+            state = MemberState.marker(member_id, at, marketing)
+        state.consent_marketing = marketing
+        state.remember(digest, self.config.recent_event_ids)
+        self.states[member_id] = state

@@ -218,10 +218,12 @@ def evaluate_offline(
     engine.advance(0, cutoff)
 
     window = config.churn_window_days * DAY
+    # members who withdrew analytics consent are not scored, so not evaluated either
+    scored = {m for m in engine.states if not engine.opted_out(m)}
     churn_members = sorted(
-        m for m, last in last_activity.items() if cut - last < window and m in engine.states
+        m for m, last in last_activity.items() if cut - last < window and m in scored
     )
-    records = {m: engine.score_member(m, cutoff) for m in engine.states}
+    records = {m: engine.score_member(m, cutoff) for m in engine.states if m in scored}
     recency = recency_baseline(last_activity, cut)
     premium = {m: r.annual_premium for m, r in records.items()}
     rfm = rfm_baseline({m: recency.get(m, 365.0) for m in records}, recent_counts, premium)

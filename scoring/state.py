@@ -199,6 +199,7 @@ class MemberState:
         "ended_policies",
         "pending",
         "recent_ids",
+        "opted_out",
     )
 
     def __init__(self, member_id: str, first_seen_at: float) -> None:
@@ -268,6 +269,24 @@ class MemberState:
         self.last_risk = ""
         # Idempotency: 64-bit digests of the most recently applied event ids, oldest first.
         self.recent_ids: array[int] = array("Q")
+        # Analytics consent withdrawn: the state is only a marker (see :meth:`marker`).
+        self.opted_out = False
+
+    @classmethod
+    def marker(cls, member_id: str, at: float, consent_marketing: bool) -> MemberState:
+        """What is kept of a member who withdrew analytics consent: who, since when, and
+        the ids of the events that said so (nothing of their behaviour).
+
+        >>> m = MemberState.marker("m-1", 1_700_000_000.0, False)
+        >>> sorted(m.to_dict())
+        ['consent_marketing', 'first_seen_at', 'member_id', 'opted_out', 'recent_ids', 'v']
+        >>> MemberState.from_dict(m.to_dict()).opted_out
+        True
+        """
+        state = cls(member_id, at)
+        state.opted_out = True
+        state.consent_marketing = consent_marketing
+        return state
 
     # -- idempotency ------------------------------------------------------------------
 
@@ -325,6 +344,15 @@ class MemberState:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict; :meth:`from_dict` restores an equal state."""
+        if self.opted_out:  # a marker: nothing else is kept
+            return {
+                "v": FORMAT_VERSION,
+                "member_id": self.member_id,
+                "first_seen_at": self.first_seen_at,
+                "consent_marketing": self.consent_marketing,
+                "recent_ids": self.recent_ids.tolist(),
+                "opted_out": True,
+            }
         data: dict[str, Any] = {name: getattr(self, name) for name in _PLAIN}
         data["v"] = FORMAT_VERSION
         data["communities"] = list(self.communities)
@@ -359,6 +387,7 @@ class MemberState:
         state.ended_policies = list(data.get("ended_policies", ()))
         state.pending = [Snapshot.from_dict(s) for s in data.get("pending", ())]
         state.recent_ids = array("Q", data.get("recent_ids", ()))
+        state.opted_out = bool(data.get("opted_out", False))
         return state
 
     def __eq__(self, other: object) -> bool:

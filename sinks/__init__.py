@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from sinks.base import Ack, NullObserver, Row, SinkObserver
 from sinks.clickhouse import ClickHouseSink, EventIdIndex, connect
-from sinks.errors import FlushFailed, MigrationError, SinkError
+from sinks.erasure import MEMBER_TABLES, erase_member
+from sinks.errors import ErasureError, FlushFailed, MigrationError, SinkError
 from sinks.migrations import MIGRATIONS, TABLES, apply_migrations
 from sinks.privacy import Pseudonymizer, load_or_create_key
 
@@ -19,6 +20,9 @@ __all__ = [
     "SinkError",
     "FlushFailed",
     "MigrationError",
+    "ErasureError",
+    "erase_member",
+    "MEMBER_TABLES",
     "MIGRATIONS",
     "TABLES",
     "apply_migrations",

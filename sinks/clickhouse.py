@@ -35,15 +35,42 @@ def _backoff(attempt: int, cap: float) -> float:
     return min(cap, 0.2 * 2.0 ** min(attempt, 8))
 
 
-def connect(url: str, database: str | None, data_dir: Path, *, readonly: bool = False) -> Client:
+def server_options(url: str, ca_file: str = "") -> dict[str, Any]:
+    """clickhouse-connect options for a server ``url``: TLS comes with ``https://``
+    (certificate verified, against ``ca_file`` if given, else the system's CAs).
+
+    >>> server_options("https://u:p@ch:8443", "/etc/pulse/ca.pem")["ca_cert"]
+    '/etc/pulse/ca.pem'
+    >>> server_options("https://ch:8443")["verify"], "ca_cert" in server_options("http://ch")
+    (True, False)
+    """
+    options: dict[str, Any] = {"dsn": url}
+    if url.startswith("https://"):
+        options["verify"] = True
+        if ca_file:
+            options["ca_cert"] = ca_file
+    return options
+
+
+def connect(
+    url: str,
+    database: str | None,
+    data_dir: Path,
+    *,
+    readonly: bool = False,
+    ca_file: str = "",
+) -> Client:
     """A clickhouse-connect client: a server over HTTP(S) if ``url``, else chDB in ``data_dir``.
 
-    chDB hosts one engine per process: clients on the same path share it.
+    chDB hosts one engine per process: clients on the same path share it. ``ca_file``
+    (``PULSE_CLICKHOUSE_CA_FILE``) verifies an https server's certificate.
     """
     settings: dict[str, Any] = {"readonly": 1} if readonly else {}
     try:
         if url:
-            return clickhouse_connect.get_client(dsn=url, database=database, settings=settings)
+            return clickhouse_connect.get_client(
+                **server_options(url, ca_file), database=database, settings=settings
+            )
         path = data_dir / "clickhouse"
         path.mkdir(parents=True, exist_ok=True)
         client = clickhouse_connect.get_client(dsn=f"chdb://{path}", settings=settings)
@@ -51,8 +78,10 @@ def connect(url: str, database: str | None, data_dir: Path, *, readonly: bool = 
             client.command(f"USE {database}")
         return client
     except Exception as exc:
-        where = url.split("@")[-1] if url else f"chDB at {data_dir / 'clickhouse'}"
-        raise SinkError(f"cannot open ClickHouse ({where}): {exc}") from exc
+        where = url.split("@")[-1].split("?")[0] if url else f"chDB at {data_dir / 'clickhouse'}"
+        # the driver's message may quote the URL it was given: never its password
+        detail = str(exc).replace(url, where) if url else str(exc)
+        raise SinkError(f"cannot open ClickHouse ({where}): {detail}") from None
 
 
 @dataclass

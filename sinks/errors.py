@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from schemas.errors import PulseError
 
-__all__ = ["SinkError", "MigrationError", "FlushFailed"]
+__all__ = ["SinkError", "MigrationError", "FlushFailed", "ErasureError"]
 
 
 class SinkError(PulseError):
@@ -27,3 +27,7 @@ class FlushFailed(SinkError):
         self.table = table
         self.cause = cause
         self.retry_after = retry_after
+
+
+class ErasureError(SinkError):
+    """A member's rows could not be erased (bad pseudonym, or ClickHouse refused)."""

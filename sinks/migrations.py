@@ -433,6 +433,48 @@ _TASKS = Migration(
     ),
 )
 
+_WEBHOOK_OUTBOX = Migration(
+    8,
+    "webhook outbox and delivery log",
+    (
+        # Written in the same sink batch as the alerts (before the ack): a crash
+        # redelivers the batch, which writes the same rows again (same alert_id, the
+        # Idempotency-Key). No member id in clear: the payload names the member by
+        # pseudonym; a rule that opts in to the member id gets it sealed (AES-GCM).
+        f"""
+        CREATE TABLE IF NOT EXISTS {{db}}.webhook_outbox (
+            alert_id String COMMENT 'the Idempotency-Key of every attempt',
+            webhook LowCardinality(String),
+            rule LowCardinality(String),
+            subject_type LowCardinality(String),
+            subject_id String COMMENT 'member pseudonym or community id',
+            member_sealed String COMMENT 'AES-GCM sealed member id (rules with send_member_id)',
+            payload String COMMENT 'JSON body, without the member id',
+            source_partition Int32 COMMENT 'input partition of the member, -1 if none',
+            created_at {_TS}
+        ) ENGINE = ReplacingMergeTree
+        ORDER BY (webhook, alert_id)
+        TTL toDateTime(created_at) + INTERVAL 30 DAY
+        SETTINGS non_replicated_deduplication_window = 1000
+        """,
+        # Append-only: one row per attempt. A (webhook, alert_id) with a delivered or
+        # failed row is done; a restarted sender resumes the rest where they were.
+        f"""
+        CREATE TABLE IF NOT EXISTS {{db}}.webhook_deliveries (
+            alert_id String,
+            webhook LowCardinality(String),
+            attempt UInt16,
+            outcome LowCardinality(String) COMMENT 'delivered, retried or failed (gave up)',
+            status_code UInt16 COMMENT 'HTTP status, 0 without a response',
+            error String COMMENT 'error class or HTTP status, never the URL or the secret',
+            at {_TS}
+        ) ENGINE = MergeTree
+        ORDER BY (webhook, alert_id, at)
+        TTL toDateTime(at) + INTERVAL 60 DAY
+        """,
+    ),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     _FOUNDATION,
     _SCORING,
@@ -441,6 +483,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _ALERT_STATE,
     _ONE_CHECKPOINT,
     _TASKS,
+    _WEBHOOK_OUTBOX,
 )
 
 #: Tables Pulse writes, in the order a batch is flushed: the records derived from
@@ -455,6 +498,7 @@ TABLES: tuple[str, ...] = (
     "lifecycle_transitions",
     "model_metrics",
     "alerts",
+    "webhook_outbox",  # with its alerts, before the ack (helper: security)
     "failed_events",
     "events",
     "task_state",

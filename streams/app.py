@@ -24,6 +24,7 @@ import faust
 from faust.types import TP, EventT
 
 from streams.config import Settings
+from streams.kafka_config import faust_credentials
 from streams.pipeline import Inbound, Pipeline
 from streams.state_table import StateTable
 
@@ -66,7 +67,8 @@ class PulseApp:
             store=f"{settings.store}://",
             web_enabled=False,
             topic_partitions=settings.partitions,
-            topic_replication_factor=1,
+            topic_replication_factor=settings.replication_factor,
+            broker_credentials=faust_credentials(settings),
             topic_disable_leader=True,
             broker_rebalance_timeout=settings.rebalance_timeout_seconds,
             # Held events are acknowledged later or redelivered to the next owner:

@@ -24,8 +24,10 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -56,15 +58,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000})
+def _admin(bootstrap: str, config: Mapping[str, Any] | None = None) -> AdminClient:
+    """An admin client; ``config`` adds TLS/SASL (see :mod:`streams.kafka_config`)."""
+    return AdminClient(
+        {"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000, **(config or {})}
+    )
 
 
-def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
+def wait_for_broker(
+    bootstrap: str, timeout: float = 30.0, *, config: Mapping[str, Any] | None = None
+) -> None:
     """Poll the broker's metadata until it answers, or raise :class:`BrokerError`."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
-    admin = _admin(bootstrap)
+    admin = _admin(bootstrap, config)
     while time.monotonic() < deadline:
         try:
             admin.list_topics(timeout=2)
@@ -75,9 +82,9 @@ def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
     raise BrokerError(f"no Kafka broker answered at {bootstrap} within {timeout:.0f}s: {last}")
 
 
-def cluster_id(bootstrap: str) -> str:
+def cluster_id(bootstrap: str, config: Mapping[str, Any] | None = None) -> str:
     """The broker cluster's id: an embedded broker gets a new one at every start."""
-    return str(_admin(bootstrap).list_topics(timeout=10).cluster_id or "")
+    return str(_admin(bootstrap, config).list_topics(timeout=10).cluster_id or "")
 
 
 def ensure_topics(
@@ -85,14 +92,25 @@ def ensure_topics(
     names: list[str],
     partitions: int,
     *,
-    config: dict[str, str] | None = None,
-    replication: int = 1,
+    replication_factor: int = 1,
+    config: Mapping[str, Any] | None = None,
+    topic_config: dict[str, str] | None = None,
 ) -> None:
-    """Create the topics that do not exist yet (existing ones are left as they are)."""
-    admin = _admin(bootstrap)
+    """Create the topics that do not exist yet (existing ones are left as they are).
+
+    ``replication_factor`` is ``PULSE_REPLICATION_FACTOR``; ``config`` the client's
+    TLS/SASL properties (:func:`streams.kafka_config.librdkafka_config`);
+    ``topic_config`` the new topics' own settings (e.g. compaction).
+    """
+    admin = _admin(bootstrap, config)
     existing = set(admin.list_topics(timeout=10).topics)
     missing = [
-        NewTopic(n, num_partitions=partitions, replication_factor=replication, config=config or {})
+        NewTopic(
+            n,
+            num_partitions=partitions,
+            replication_factor=replication_factor,
+            config=topic_config or {},
+        )
         for n in names
     ]
     missing = [t for t in missing if t.topic not in existing]
@@ -115,7 +133,11 @@ def ensure_topics(
 
 
 def read_to_end(
-    bootstrap: str, starts: dict[tuple[str, int], int], timeout: float = 30.0
+    bootstrap: str,
+    starts: dict[tuple[str, int], int],
+    timeout: float = 30.0,
+    *,
+    config: Mapping[str, Any] | None = None,
 ) -> list[Message]:
     """Every message of the given topic-partitions from their start offsets to their end.
 
@@ -131,6 +153,7 @@ def read_to_end(
             "enable.auto.commit": False,
             "fetch.wait.max.ms": 50,
             "logger": log,
+            **(config or {}),
         }
     )
     try:

@@ -63,7 +63,8 @@ class Checkpoint:
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     members: set[str] = field(default_factory=set)  # member ids changed (in clear, in memory)
     event_ids: list[str] = field(default_factory=list)  # ids of the events rows
-    after_commit: list[Callable[[], None]] = field(default_factory=list)  # e.g. webhooks
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+    erasures: list[str] = field(default_factory=list)  # pseudonyms of erased members
 
     def add_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
         if rows:

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from schemas.errors import PulseError
-from streams.config import Settings
+from streams.config import Settings, SettingsError
 from streams.http import QUERY_FORMATS
+from streams.kafka_config import librdkafka_config
 from streams.runtime import Runtime, read_instance
 
 __all__ = ["main"]
@@ -122,7 +123,10 @@ def _simulate_into(
         flush=True,
     )
     try:
-        report = Publisher(runtime.bootstrap, settings.topic_prefix).publish_events(
+        publisher = Publisher(
+            runtime.bootstrap, settings.topic_prefix, config=librdkafka_config(settings)
+        )
+        report = publisher.publish_events(
             simulate(config), speed=args.speed, should_stop=stop.is_set
         )
         print(f"simulation published {report.published:,} events", flush=True)
@@ -153,7 +157,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         # everything is published before anything is read: no input looks caught up
         # while the file is still being published, so the same file gives the same
         # scores, alerts and transitions in every run, interrupted or not
-        publisher = Publisher(runtime.bootstrap, settings.topic_prefix)
+        publisher = Publisher(
+            runtime.bootstrap, settings.topic_prefix, config=librdkafka_config(settings)
+        )
         report = publisher.publish_lines(
             read_lines(path), progress=lambda n: print(f"  published {n:,} lines", flush=True)
         )
@@ -201,9 +207,10 @@ def _replay_into_running(
             return result
 
     before = status()["processed"]
-    report = Publisher(running["kafka_bootstrap"], settings.topic_prefix).publish_lines(
-        read_lines(path)
+    publisher = Publisher(
+        running["kafka_bootstrap"], settings.topic_prefix, config=librdkafka_config(settings)
     )
+    report = publisher.publish_lines(read_lines(path))
     print(f"published {report.published:,} lines to the running worker (pid {running['pid']})")
 
     def caught_up() -> bool:
@@ -246,7 +253,11 @@ def cmd_query(args: argparse.Namespace) -> int:
         return 1
     try:
         client = connect(
-            settings.clickhouse_url, settings.clickhouse_database, settings.data_path, readonly=True
+            settings.clickhouse_url,
+            settings.clickhouse_database,
+            settings.data_path,
+            readonly=True,
+            ca_file=settings.clickhouse_ca_file,
         )
         sys.stdout.write(client.raw_query(args.sql, fmt=fmt).decode())
     except Exception as exc:
@@ -283,9 +294,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 2
     from streams.replay import Publisher
 
-    report = Publisher(bootstrap, settings.topic_prefix).publish_events(
-        simulate(config), speed=args.speed
-    )
+    publisher = Publisher(bootstrap, settings.topic_prefix, config=librdkafka_config(settings))
+    report = publisher.publish_events(simulate(config), speed=args.speed)
     print(f"published {report.published:,} events to {bootstrap}")
     return 0
 
@@ -375,7 +385,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings_level = Settings.from_env().log_level if args.command != "schemas" else "warn"
+    try:
+        settings_level = Settings.from_env().log_level if args.command != "schemas" else "warn"
+    except SettingsError as exc:  # a configuration error, not a crash: say which setting
+        print(f"pulse: {exc}", file=sys.stderr)
+        return 2
     level = {"crit": "CRITICAL", "warn": "WARNING"}.get(settings_level, settings_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

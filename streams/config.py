@@ -10,28 +10,73 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from schemas.errors import PulseError
 
-__all__ = ["Settings", "SettingsError", "SETTINGS_DOC"]
+__all__ = ["Settings", "SettingsError", "SETTINGS_DOC", "redact_url", "MASK"]
+
+#: What a secret looks like in a repr, a log line or /status.
+MASK = "***"
+
+#: Query parameters of a URL that hold credentials (clickhouse-connect reads some of them).
+_SECRET_PARAMS = frozenset({"password", "pass", "pwd", "secret", "token", "access_token"})
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 class SettingsError(PulseError):
     """An environment variable holds a value Pulse cannot use."""
 
 
-def _env(name: str, default: str, doc: str) -> str:
-    # `field` metadata carries the variable name and its documentation.
-    return field(default=default, metadata={"env": name, "doc": doc})
+def _env(name: str, default: str, doc: str, *, secret: bool = False) -> str:
+    # `field` metadata carries the variable name, its documentation, and whether the
+    # value is a secret (masked in the repr, hence in logs and /status).
+    return field(default=default, metadata={"env": name, "doc": doc, "secret": secret})
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (user info or query parameter) replaced by ``***``.
+
+    >>> redact_url("https://pulse:s3cret@ch.example:8443/?database=pulse")
+    'https://pulse:***@ch.example:8443/?database=pulse'
+    >>> redact_url("http://ch:8123?user=u&password=s3cret")
+    'http://ch:8123?user=u&password=***'
+    """
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK  # unparseable: show nothing rather than risk a secret
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{MASK}@{host}" if ":" in userinfo else f"{user}@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(k.lower() in _SECRET_PARAMS for k, _ in pairs):
+            query = urlencode(
+                [(k, MASK if k.lower() in _SECRET_PARAMS else v) for k, v in pairs], safe="*"
+            )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _num(name: str, default: float | int, doc: str) -> float:
     return field(default=default, metadata={"env": name, "doc": doc})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
-    """Pulse's configuration, read from ``PULSE_*`` environment variables."""
+    """Pulse's configuration, read from ``PULSE_*`` environment variables.
+
+    Secrets (the pseudonym key, the Kafka SASL and TLS key passwords, the password
+    in the ClickHouse URL) are masked in the repr, so neither a log line nor
+    ``/status`` that shows the settings can leak them.
+    """
 
     kafka_bootstrap: str = _env(
         "PULSE_KAFKA_BOOTSTRAP",
@@ -110,8 +155,11 @@ class Settings:
     pseudonym_key: str = _env(
         "PULSE_PSEUDONYM_KEY",
         "",
-        "Secret key for member-id pseudonyms in ClickHouse (HMAC-SHA256). Empty: a key is "
-        "generated once and kept in the data dir. Never logged.",
+        "Secret key (at least 16 characters) for member-id pseudonyms and sealed states "
+        "(HMAC-SHA256, AES-GCM). The same on every worker of a deployment: required with "
+        "an external broker (PULSE_KAFKA_BOOTSTRAP). Empty with the embedded broker: a key "
+        "is generated once and kept in the data dir. Never logged.",
+        secret=True,
     )
     rebalance_timeout_seconds: float = _num(
         "PULSE_REBALANCE_TIMEOUT_SECONDS",
@@ -152,6 +200,64 @@ class Settings:
         "Empty: the shipped defaults.",
     )
     log_level: str = _env("PULSE_LOG_LEVEL", "warn", "crit, error, warn, info or debug.")
+    replication_factor: int = _num(  # type: ignore[assignment]
+        "PULSE_REPLICATION_FACTOR",
+        1,
+        "Replication factor of the topics Pulse creates (inputs, outputs, the state "
+        "changelog). 1 on a single broker; 3 on a production cluster.",
+    )
+    kafka_security_protocol: str = _env(
+        "PULSE_KAFKA_SECURITY_PROTOCOL",
+        "PLAINTEXT",
+        "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, for every Kafka client (Faust's "
+        "consumer and producer, the producers, the admin). The embedded broker: PLAINTEXT.",
+    )
+    kafka_sasl_mechanism: str = _env(
+        "PULSE_KAFKA_SASL_MECHANISM",
+        "SCRAM-SHA-512",
+        "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL_* protocol). PLAIN sends the "
+        "password as it is: only over SASL_SSL.",
+    )
+    kafka_sasl_username: str = _env(
+        "PULSE_KAFKA_SASL_USERNAME", "", "SASL user name (with a SASL_* protocol)."
+    )
+    kafka_sasl_password: str = _env(
+        "PULSE_KAFKA_SASL_PASSWORD",
+        "",
+        "SASL password (with a SASL_* protocol). Never logged.",
+        secret=True,
+    )
+    kafka_ssl_ca_file: str = _env(
+        "PULSE_KAFKA_SSL_CA_FILE",
+        "",
+        "PEM file of the CA(s) that signed the brokers' certificates (SSL, SASL_SSL). "
+        "Empty: the system's CAs.",
+    )
+    kafka_ssl_cert_file: str = _env(
+        "PULSE_KAFKA_SSL_CERT_FILE",
+        "",
+        "PEM client certificate for mutual TLS (with PULSE_KAFKA_SSL_KEY_FILE).",
+    )
+    kafka_ssl_key_file: str = _env(
+        "PULSE_KAFKA_SSL_KEY_FILE", "", "PEM private key of the client certificate."
+    )
+    kafka_ssl_key_password: str = _env(
+        "PULSE_KAFKA_SSL_KEY_PASSWORD",
+        "",
+        "Password of an encrypted client key. Never logged.",
+        secret=True,
+    )
+    clickhouse_ca_file: str = _env(
+        "PULSE_CLICKHOUSE_CA_FILE",
+        "",
+        "PEM file of the CA that signed the ClickHouse server's certificate (with an "
+        "https:// PULSE_CLICKHOUSE_URL). Empty: the system's CAs.",
+    )
+    webhook_poll_seconds: float = _num(
+        "PULSE_WEBHOOK_POLL_SECONDS",
+        1.0,
+        "How often the webhook sender looks for undelivered alerts in the webhook_outbox table.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -180,8 +286,27 @@ class Settings:
         settings.validate()
         return settings
 
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("secret") and value:
+                value = MASK
+            elif f.name == "clickhouse_url":
+                value = redact_url(value)
+            parts.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
     def validate(self) -> None:
         """Raise :class:`SettingsError` on values that cannot work."""
+        self._validate_key()
+        self._validate_kafka_security()
+        if self.replication_factor < 1:
+            raise SettingsError("PULSE_REPLICATION_FACTOR must be at least 1")
+        if self.webhook_poll_seconds <= 0:
+            raise SettingsError("PULSE_WEBHOOK_POLL_SECONDS must be > 0")
+        if self.clickhouse_ca_file and not self.clickhouse_url.startswith("https://"):
+            raise SettingsError("PULSE_CLICKHOUSE_CA_FILE needs an https:// PULSE_CLICKHOUSE_URL")
         if self.partitions < 1:
             raise SettingsError("PULSE_PARTITIONS must be at least 1")
         if self.sink_batch_rows < 1 or self.sink_flush_seconds <= 0:
@@ -205,6 +330,64 @@ class Settings:
             raise SettingsError("PULSE_INPUT_IDLE_SECONDS must be > 0, PULSE_MAX_HELD_EVENTS >= 1")
         if self.checkpoint_seconds < 0:
             raise SettingsError("PULSE_CHECKPOINT_SECONDS must be >= 0")
+
+    def _validate_key(self) -> None:
+        if not self.pseudonym_key:
+            if not self.embedded_kafka:
+                raise SettingsError(
+                    "PULSE_PSEUDONYM_KEY must be set when PULSE_KAFKA_BOOTSTRAP names an "
+                    "external broker: every worker of a deployment must use the same key "
+                    "(generate one with `python -c 'import secrets; "
+                    "print(secrets.token_hex(32))'` and give it to every worker)"
+                )
+            return
+        if len(self.pseudonym_key.encode()) < 16:
+            raise SettingsError("PULSE_PSEUDONYM_KEY must be at least 16 characters long")
+
+    def _validate_kafka_security(self) -> None:
+        protocol = self.kafka_security_protocol
+        if protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise SettingsError(
+                "PULSE_KAFKA_SECURITY_PROTOCOL must be one of "
+                f"{', '.join(KAFKA_SECURITY_PROTOCOLS)}, not {protocol!r}"
+            )
+        if self.embedded_kafka and protocol != "PLAINTEXT":
+            raise SettingsError(
+                "PULSE_KAFKA_SECURITY_PROTOCOL: the embedded broker speaks PLAINTEXT only "
+                "(set PULSE_KAFKA_BOOTSTRAP to use TLS or SASL)"
+            )
+        if protocol.startswith("SASL_"):
+            if self.kafka_sasl_mechanism not in KAFKA_SASL_MECHANISMS:
+                raise SettingsError(
+                    "PULSE_KAFKA_SASL_MECHANISM must be one of "
+                    f"{', '.join(KAFKA_SASL_MECHANISMS)}, not {self.kafka_sasl_mechanism!r}"
+                )
+            if not (self.kafka_sasl_username and self.kafka_sasl_password):
+                raise SettingsError(
+                    f"PULSE_KAFKA_SECURITY_PROTOCOL={protocol} needs PULSE_KAFKA_SASL_USERNAME "
+                    "and PULSE_KAFKA_SASL_PASSWORD"
+                )
+        elif self.kafka_sasl_username or self.kafka_sasl_password:
+            raise SettingsError(
+                "PULSE_KAFKA_SASL_USERNAME/PASSWORD are set but PULSE_KAFKA_SECURITY_PROTOCOL "
+                f"is {protocol}: use SASL_SSL (or SASL_PLAINTEXT)"
+            )
+        tls_files = {
+            "PULSE_KAFKA_SSL_CA_FILE": self.kafka_ssl_ca_file,
+            "PULSE_KAFKA_SSL_CERT_FILE": self.kafka_ssl_cert_file,
+            "PULSE_KAFKA_SSL_KEY_FILE": self.kafka_ssl_key_file,
+        }
+        if protocol not in ("SSL", "SASL_SSL"):
+            named = [name for name, value in tls_files.items() if value]
+            if named or self.kafka_ssl_key_password:
+                raise SettingsError(
+                    f"{', '.join(named) or 'PULSE_KAFKA_SSL_KEY_PASSWORD'} set but "
+                    f"PULSE_KAFKA_SECURITY_PROTOCOL is {protocol}: use SSL or SASL_SSL"
+                )
+        if bool(self.kafka_ssl_cert_file) != bool(self.kafka_ssl_key_file):
+            raise SettingsError(
+                "PULSE_KAFKA_SSL_CERT_FILE and PULSE_KAFKA_SSL_KEY_FILE go together (mutual TLS)"
+            )
 
     def with_(self, **changes: object) -> Settings:
         """A copy with some settings changed (tests, the CLI's flags)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,11 +62,15 @@ def _route(line: bytes, prefix: str) -> tuple[str, bytes | None]:
 class Publisher:
     """Publishes raw lines or event dicts and remembers the offsets the broker confirmed."""
 
-    def __init__(self, bootstrap: str, topic_prefix: str) -> None:
+    def __init__(
+        self, bootstrap: str, topic_prefix: str, *, config: Mapping[str, Any] | None = None
+    ) -> None:
+        """``config``: the client's TLS/SASL properties
+        (:func:`streams.kafka_config.librdkafka_config`)."""
         self.prefix = topic_prefix
         self.report = PublishReport()
         self.producer = PulseProducer(
-            bootstrap, topic_prefix=topic_prefix, on_delivery=self._delivered
+            bootstrap, topic_prefix=topic_prefix, config=config, on_delivery=self._delivered
         )
 
     def close(self) -> None:

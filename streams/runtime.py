@@ -31,7 +31,6 @@ from prometheus_client import CollectorRegistry
 
 from schemas.errors import PulseError
 from schemas.registry import StreamName
-from scoring.alerts import AlertRecord
 from scoring.config import ScoringConfig
 from sinks.clickhouse import ClickHouseSink, EventIdIndex, connect
 from sinks.migrations import apply_migrations
@@ -41,8 +40,9 @@ from streams.alerting import rules_from_settings
 from streams.app import INPUT_STREAMS, OUTPUT_TOPICS, PulseApp
 from streams.broker import EmbeddedBroker, cluster_id, ensure_topics, wait_for_broker
 from streams.checkpoint_store import Checkpoints, ClickHouseCheckpoints, KafkaCheckpoints
-from streams.config import Settings
+from streams.config import Settings, redact_url
 from streams.http import PulseHTTPServer
+from streams.kafka_config import librdkafka_config
 from streams.metrics import PulseMetrics
 from streams.outputs import OutputProducer
 from streams.pipeline import Pipeline
@@ -153,7 +153,7 @@ def build_pipeline(
     pseudonym_key: bytes,
     faust_app: PulseApp,
     metrics: PulseMetrics,
-) -> tuple[Pipeline, WebhookSender | None]:
+) -> Pipeline:
     """Build the pipeline and everything its partition tasks share, from the settings."""
     s = settings
     database = s.clickhouse_database
@@ -166,39 +166,20 @@ def build_pipeline(
         retry_max_seconds=s.sink_retry_max_seconds,
         observer=MetricsObserver(metrics),
     )
-    index = EventIdIndex(connect(s.clickhouse_url, None, s.data_path), database)
+    ca = s.clickhouse_ca_file
+    index = EventIdIndex(connect(s.clickhouse_url, None, s.data_path, ca_file=ca), database)
+    kafka = librdkafka_config(s)
     store: Checkpoints
     if s.state_store_kind == "kafka":
         assert faust_app.state is not None
         store = KafkaCheckpoints(
-            faust_app.state, bootstrap, s.commits_topic, {"bootstrap.servers": bootstrap}
+            faust_app.state, bootstrap, s.commits_topic, {"bootstrap.servers": bootstrap, **kafka}
         )
     else:
         store = ClickHouseCheckpoints(clickhouse, database)
     rules = rules_from_settings(s.alert_rules)
-    webhooks = WebhookSender(rules, metrics) if rules.webhooks else None
     pseudonym = Pseudonymizer(pseudonym_key)
-
-    def deliver(alerts: list[AlertRecord]) -> None:  # once the alerts are committed
-        if webhooks is None:
-            return
-        for alert in alerts:
-            if alert.webhook and alert.status == "fired":
-                message = alert.to_row()
-                message.pop("webhook", None)
-                subject = pseudonym(alert.subject_id) if alert.subject_type == "member" else ""
-                webhooks.enqueue(
-                    alert.webhook,
-                    alert.rule,
-                    {
-                        **message,
-                        "raised_at": alert.raised_at.isoformat(),
-                        "episode_start": alert.episode_start.isoformat(),
-                        "context": alert.context,
-                        "member_pseudonym": subject,
-                    },
-                )
-
+    sealer = Sealer.from_key(pseudonym_key)
     for rule in rules.rules:  # counters exist at 0 from the start, so rate() sees the first
         metrics.alerts_fired.labels(rule.name, rule.severity)
         metrics.alerts_resolved.labels(rule.name, rule.severity)
@@ -214,9 +195,9 @@ def build_pipeline(
         sink=sink,
         index=index,
         store=store,
-        outputs=OutputProducer({"bootstrap.servers": bootstrap}),
+        outputs=OutputProducer({"bootstrap.servers": bootstrap, **kafka}),
         pseudonym=pseudonym,
-        sealer=Sealer.from_key(pseudonym_key),
+        sealer=sealer,
         metrics=metrics,
         clickhouse=clickhouse,
         database=database,
@@ -226,7 +207,6 @@ def build_pipeline(
         idle_seconds=s.input_idle_seconds,
         max_held=s.max_held_events,
         highwater=faust_app.highwater,
-        on_stored_alerts=deliver if webhooks is not None else None,
     )
     streams: dict[str, StreamName] = {s.topic(n): n for n in INPUT_STREAMS}  # type: ignore[misc]
     pipeline = Pipeline(
@@ -236,7 +216,7 @@ def build_pipeline(
         max_event_bytes=s.max_event_bytes,
         max_future_skew=timedelta(seconds=s.max_future_skew_seconds),
     )
-    return pipeline, webhooks
+    return pipeline
 
 
 class Runtime:
@@ -267,27 +247,40 @@ class Runtime:
         """Start everything; with ``consume=False`` all but the Faust worker (see
         :meth:`consume`), so a backfill can be published before anything is read."""
         s = self.settings
+        s.validate()  # e.g. an external broker without the deployment's pseudonym key
+        kafka = librdkafka_config(s)
         s.data_path.mkdir(parents=True, exist_ok=True)
         if s.embedded_kafka:
             self.broker = EmbeddedBroker(log_path=s.data_path / "tansu.log").start()
             self.bootstrap = self.broker.bootstrap
         else:
-            wait_for_broker(self.bootstrap)
+            wait_for_broker(self.bootstrap, config=kafka)
         topics = [s.topic(n) for n in (*INPUT_STREAMS, *OUTPUT_TOPICS)]
-        ensure_topics(self.bootstrap, topics, s.partitions)
+        replication = s.replication_factor
+        ensure_topics(
+            self.bootstrap, topics, s.partitions, replication_factor=replication, config=kafka
+        )
         if s.state_store_kind == "kafka":
             ensure_topics(
-                self.bootstrap, [s.commits_topic], 1, config={"cleanup.policy": "compact"}
+                self.bootstrap,
+                [s.commits_topic],
+                1,
+                replication_factor=replication,
+                config=kafka,
+                topic_config={"cleanup.policy": "compact"},
             )
-        self.broker_id = cluster_id(self.bootstrap)
+        self.broker_id = cluster_id(self.bootstrap, kafka)
 
-        self.clickhouse = connect(s.clickhouse_url, None, s.data_path)
+        ca = s.clickhouse_ca_file
+        self.clickhouse = connect(s.clickhouse_url, None, s.data_path, ca_file=ca)
         apply_migrations(self.clickhouse, s.clickhouse_database)
-        self.reader = connect(s.clickhouse_url, s.clickhouse_database, s.data_path, readonly=True)
+        self.reader = connect(
+            s.clickhouse_url, s.clickhouse_database, s.data_path, readonly=True, ca_file=ca
+        )
         self.pseudonym_key = load_or_create_key(s.pseudonym_key, s.data_path)
         self.pseudonym = Pseudonymizer(self.pseudonym_key)
         self.faust = PulseApp(s, self.bootstrap)
-        self.pipeline, self.webhooks = build_pipeline(
+        self.pipeline = build_pipeline(
             s,
             bootstrap=self.bootstrap,
             broker_id=self.broker_id,
@@ -300,6 +293,7 @@ class Runtime:
         self.metrics.build_info.info(
             {"version": "0.1.0", "kafka": "embedded" if self.broker else "external"}
         )
+        self._build_webhooks()
         if consume:
             self.consume(timeout)
         if self.serve_http:
@@ -309,6 +303,25 @@ class Runtime:
         if self.announce:
             self._announce()
         return self
+
+    def _build_webhooks(self) -> None:
+        """The webhook sender (its own ClickHouse client), if a rule posts to a webhook."""
+        s = self.settings
+        rules = rules_from_settings(s.alert_rules)
+        if not rules.webhooks:
+            return
+        try:
+            self.webhooks = WebhookSender(
+                connect(s.clickhouse_url, None, s.data_path, ca_file=s.clickhouse_ca_file),
+                s.clickhouse_database,
+                rules,
+                deliveries=self.metrics.webhook_deliveries,
+                sealer=Sealer.from_key(self.pseudonym_key),
+                poll_seconds=s.webhook_poll_seconds,
+            ).start()
+        except PulseError:  # e.g. a webhook's secret is not set: stop what started
+            self.stop()
+            raise
 
     def consume(self, timeout: float = 60.0) -> None:
         """Start the Faust worker: join the consumer group and process input."""
@@ -399,7 +412,7 @@ class Runtime:
             "pid": os.getpid(),
             "uptime_seconds": round(time.time() - self.started_at, 1),
             "kafka": self.bootstrap,
-            "clickhouse": self.settings.clickhouse_url.split("@")[-1] or "chDB (embedded)",
+            "clickhouse": redact_url(self.settings.clickhouse_url) or "chDB (embedded)",
             "state_store": self.settings.state_store_kind,
             "processed": p.processed if p else 0,
             "rejected": p.rejected if p else 0,

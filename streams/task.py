@@ -49,6 +49,7 @@ from scoring.engine import ScoringEngine
 from scoring.records import LabelApplied, LifecycleTransition, ModelMetrics, ScoreRecord
 from scoring.state import MemberState
 from sinks.clickhouse import ClickHouseSink, EventIdIndex
+from sinks.erasure import erase_member
 from sinks.privacy import Pseudonymizer
 from sinks.rows import (
     Tags,
@@ -66,6 +67,7 @@ from streams.metrics import PulseMetrics
 from streams.offsets import AppliedOffsets, OffsetTracker
 from streams.ordering import EventTimeOrder, HighWater
 from streams.outputs import OutputProducer
+from streams.webhooks import outbox_rows
 
 __all__ = ["PartitionTask", "TaskContext", "Inbound"]
 
@@ -73,6 +75,9 @@ log = logging.getLogger(__name__)
 
 #: A checkpoint is taken at once when this many members changed since the last one.
 CHECKPOINT_MEMBERS = 20_000
+
+#: Marks a checkpoint as worth taking once erasures finished (its task record changed).
+_ERASURES_DONE = "\x00erasures-done"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +117,6 @@ class TaskContext:
     idle_seconds: float
     max_held: int
     highwater: HighWater | None
-    on_stored_alerts: Callable[[list[AlertRecord]], None] | None = None
 
 
 class PartitionTask:
@@ -148,6 +152,10 @@ class PartitionTask:
         self.restored_members = 0
         self.rolled_back: dict[str, int] = {}
         self.skipped_outputs = 0
+        # pseudonyms whose rows are still to be deleted from ClickHouse (erasures whose
+        # request is committed): part of the task record, so a crash does not forget one
+        self.erasures: list[str] = []
+        self._erasing: asyncio.Future[None] | None = None
 
     # --- restore -----------------------------------------------------------------------
     async def restore(self) -> None:
@@ -193,6 +201,8 @@ class PartitionTask:
             data = json.loads(sealer.open(task_record))
             self.engine.restore_models(base64.b64decode(data["models"]))
             self.alerts = AlertEngine.from_dict(self.ctx.rules, data["alerts"])
+            self.erasures = list(data.get("erasures", []))
+        self._erase_pending()
 
     # --- intake ------------------------------------------------------------------------
     def deliver(self, item: Inbound) -> bool:
@@ -261,6 +271,13 @@ class PartitionTask:
                 self.ctx.metrics.events_duplicate.labels(item.topic).inc()
                 self.pending_ids.discard(event_id)
                 continue
+            event_type = event.event_type  # type: ignore[attr-defined]
+            if event_type != "consent_changed" and self.engine.opted_out(event.member_id):
+                # analytics consent withdrawn: the behaviour is neither scored nor stored
+                self.pending_ids.discard(event_id)
+                continue
+            if event_type == "erasure_requested":
+                checkpoint.erasures.append(self.ctx.pseudonym(event.member_id))
             checkpoint.members.add(event.member_id)
             checkpoint.add_rows("events", [self._event_row(item, event, checkpoint.tags)])
             checkpoint.event_ids.append(event_id)
@@ -404,10 +421,20 @@ class PartitionTask:
             if alert.subject_type == "member":
                 checkpoint.members.add(alert.subject_id)
         checkpoint.add_rows("alerts", rows)
-        if ctx.on_stored_alerts is not None:
-            hook = ctx.on_stored_alerts
-            pending = list(alerts)
-            checkpoint.after_commit.append(lambda: hook(pending))
+        # webhooks go through a durable outbox written with the alerts, before the ack
+        members = {a.subject_id: self.number for a in alerts if a.subject_type == "member"}
+        checkpoint.add_rows(
+            "webhook_outbox",
+            outbox_rows(
+                alerts,
+                ctx.rules,
+                ctx.pseudonym,
+                self.engine.marketing_allowed,
+                sealer=ctx.sealer,
+                partition_of=members,
+                now=now,
+            ),
+        )
         self._export_active()
 
     def _export_active(self) -> None:
@@ -437,6 +464,7 @@ class PartitionTask:
                 self.applied[message.topic] = topic_offsets.with_offsets([message.offset])
         self.seq = tags.seq
         self.lineage = self.lineage.committing(self.gen, tags.seq)
+        self.erasures.extend(checkpoint.erasures)
         record = CommitRecord(
             self.number, self.gen, tags.seq, self.lineage, ctx.broker_id, dict(self.applied)
         )
@@ -452,6 +480,8 @@ class PartitionTask:
             acknowledge=self._acknowledge,
             after=self._last_commit,
         )
+        if self.erasures:
+            committed.add_done_callback(self._erase_after)
         self._last_commit = committed
         self._inflight.add(committed)
         committed.add_done_callback(self._inflight.discard)
@@ -483,6 +513,8 @@ class PartitionTask:
         states = self.engine.states
         sealed: dict[str, str] = {}
         for member_id in members:
+            if member_id == _ERASURES_DONE:
+                continue
             state = states.get(member_id)
             # an erased member leaves a tombstone, so a restore does not bring them back
             sealed[pseudonym(member_id)] = (
@@ -493,15 +525,45 @@ class PartitionTask:
         task_record = {
             "models": base64.b64encode(self.engine.models_checkpoint()).decode(),
             "alerts": self.alerts.to_dict(),
+            "erasures": self.erasures,
         }
         record = sealer.seal(json.dumps(task_record, separators=(",", ":")).encode())
         return Sealed(sealed, record)
+
+    def _erase_after(self, commit: asyncio.Future[None]) -> None:
+        if not commit.cancelled() and commit.exception() is None:
+            self._erase_pending()
+
+    def _erase_pending(self) -> None:
+        """Delete the rows of members whose erasure is committed (in a thread, one batch at a
+        time); each is dropped from the list once done, so the next checkpoint forgets it."""
+        if not self.erasures or (self._erasing is not None and not self._erasing.done()):
+            return
+        ctx = self.ctx
+        batch = list(self.erasures)
+
+        def erase() -> None:
+            for pseudonym in batch:
+                erase_member(ctx.clickhouse, ctx.database, pseudonym)
+
+        async def run() -> None:
+            try:
+                await asyncio.to_thread(erase)
+            except Exception as exc:  # retried after the next commit
+                log.warning("task %d: erasure failed, will retry: %s", self.number, exc)
+                return
+            self.erasures = [p for p in self.erasures if p not in batch]
+            self.open.members.add(_ERASURES_DONE)
+
+        self._erasing = asyncio.ensure_future(run())
 
     # --- leaving -------------------------------------------------------------------------
     async def revoke(self) -> None:
         """The partition leaves this worker: commit what was applied, drop what is held."""
         await self.checkpoint()
         await self.committed()
+        if self._erasing is not None:
+            await self._erasing
 
     def reset_intake(self) -> None:
         """After a revocation: held events are dropped (the broker redelivers them to the

@@ -102,7 +102,9 @@ def replay_lines(valid: int, broken: int, *, seed: int = 1) -> list[bytes]:
     future = datetime.now(UTC) + timedelta(days=2)
     for i in range(broken):
         kind = i % 5
-        member = f"m-{i % 400:04d}"
+        # members of their own: an erasure request among the valid events deletes all of
+        # its member's rows, failures included
+        member = f"b-{i % 400:04d}"
         if kind == 0:
             line = b'{"event_id": "broken-json", "event_type": '  # truncated JSON
         elif kind == 1:

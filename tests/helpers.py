@@ -14,6 +14,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: The pseudonym key of every test deployment on the fixture broker (not a real secret).
+TEST_PSEUDONYM_KEY = "test-deployment-key-0123456789abcdef"
+
 
 def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
     """The consumer group's committed offsets at the broker: the system of record."""
@@ -71,9 +74,11 @@ def pulse_env(
     bootstrap: str, prefix: str, app_id: str, data_dir: Path, **extra: str
 ) -> dict[str, str]:
     """Environment of a `pulse` subprocess against the test broker: its own topics,
-    consumer group and data dir, 2 partitions and the short test timeouts."""
+    consumer group and data dir, 2 partitions and the short test timeouts, and the
+    deployment's pseudonym key (an external broker needs one; ``extra`` may replace it)."""
     return {
         "PULSE_KAFKA_BOOTSTRAP": bootstrap,
+        "PULSE_PSEUDONYM_KEY": TEST_PSEUDONYM_KEY,
         "PULSE_TOPIC_PREFIX": prefix,
         "PULSE_APP_ID": app_id,
         "PULSE_DATA_DIR": str(data_dir),

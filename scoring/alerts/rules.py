@@ -3,7 +3,9 @@
 File format (see ``default_rules.toml``)::
 
     [webhooks.ops]                      # optional, referenced by a rule's ``webhook``
-    url = "https://alerts.example/hook"
+    url = "https://alerts.example/hook" # https only, unless allow_http = true
+    secret_env = "PULSE_WEBHOOK_OPS_SECRET"  # env var holding the HMAC signing secret
+    allow_http = false                  # true: accept a plain http:// url (a test receiver)
     timeout_seconds = 5                 # > 0, default 5
     max_attempts = 3                    # >= 1, default 3
 
@@ -15,6 +17,7 @@ File format (see ``default_rules.toml``)::
     dwell_minutes = 0                   # condition must hold this long (event time) to fire
     cooldown_hours = 24                 # after a resolve, no new fire before this has passed
     webhook = "ops"                     # optional
+    send_member_id = false              # true: the webhook payload carries the member id
     enter = 0.7                         # ...then the kind's own fields
     leave = 0.5
 """
@@ -62,11 +65,24 @@ class _Strict(BaseModel):
 
 
 class Webhook(_Strict):
-    """Where a rule's alerts are also posted (the delivery itself is the sink's job)."""
+    """Where a rule's alerts are also posted (the delivery itself is the sink's job).
+
+    Every delivery is signed with HMAC-SHA256 under the secret held by the
+    environment variable ``secret_env`` (the rules file never holds the secret
+    itself). Only ``https`` URLs, unless ``allow_http`` says otherwise.
+    """
 
     url: Annotated[str, Field(pattern=r"^https?://\S+$")]
+    secret_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$", max_length=128)]
+    allow_http: bool = False
     timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
+
+    @model_validator(mode="after")
+    def _https_only(self) -> Webhook:
+        if self.url.lower().startswith("http://") and not self.allow_http:
+            raise ValueError("plain http is refused: use https, or set allow_http = true")
+        return self
 
 
 def _at_most(model: BaseModel, lower: str, upper: str) -> None:
@@ -83,6 +99,8 @@ class _RuleBase(_Strict):
     dwell_minutes: Annotated[float, Field(ge=0)] = 0.0
     cooldown_hours: Annotated[float, Field(ge=0)] = 0.0
     webhook: str | None = None
+    send_member_id: bool = False
+    """The webhook payload carries the member id (else only the member's pseudonym)."""
 
 
 class ChurnRiskRule(_RuleBase):

@@ -511,19 +511,18 @@ def test_compose_describes_the_production_shape() -> None:
     assert images["kafka"].startswith("apache/kafka")
     assert images["clickhouse"].startswith("clickhouse/clickhouse-server")
     assert {"prometheus", "alertmanager", "grafana"} <= services.keys()
-    workers = [name for name in services if name.startswith("pulse-worker")]
-    assert len(workers) >= 2, workers
-    for name in workers:
-        env = services[name]["environment"]
-        assert env["PULSE_KAFKA_BOOTSTRAP"] == "kafka:9092"
-        assert env["PULSE_CLICKHOUSE_URL"] == "http://clickhouse:8123"
-        assert str(env["PULSE_METRICS_PORT"]) == "9464"
+    worker = services["pulse-worker"]
+    assert worker["command"] == ["worker"]
+    assert str(worker["deploy"]["replicas"]).startswith("${PULSE_WORKERS")  # N workers
+    env = worker["environment"]
+    assert env["PULSE_KAFKA_BOOTSTRAP"] == "kafka:9092"
+    assert env["PULSE_CLICKHOUSE_URL"] == "http://clickhouse:8123"
+    assert str(env["PULSE_METRICS_PORT"]) == "9464"
+    assert env["PULSE_PSEUDONYM_KEY"].startswith("${PULSE_PSEUDONYM_KEY:?")  # one key, required
+    assert env["PULSE_REPLICATION_FACTOR"].startswith("${PULSE_REPLICATION_FACTOR")
     scrape = _load_yaml(PROM_DIR / "prometheus.compose.yml")["scrape_configs"]
-    targets = {
-        t
-        for job in scrape
-        if job["job_name"] == "pulse"
-        for sc in job["static_configs"]
-        for t in sc["targets"]
-    }
-    assert targets == {f"{w}:9464" for w in workers}, targets
+    [pulse] = [job for job in scrape if job["job_name"] == "pulse"]
+    # every replica, however many: Compose's DNS answers the service name with all of them
+    assert pulse["dns_sd_configs"] == [
+        {"names": ["pulse-worker"], "type": "A", "port": 9464, "refresh_interval": "30s"}
+    ]

@@ -45,7 +45,7 @@ def test_default_rules_load() -> None:
 def test_load_rules_from_file(tmp_path: Path) -> None:
     path = tmp_path / "rules.toml"
     path.write_text(
-        '[webhooks.ops]\nurl = "https://x.invalid/h"\n\n'
+        '[webhooks.ops]\nurl = "https://x.invalid/h"\nsecret_env = "OPS_HOOK_SECRET"\n\n'
         '[[rules]]\nname = "churn_vip"\nkind = "churn_risk"\nseverity = "info"\n'
         'enter = 0.8\nleave = 0.6\nwebhook = "ops"\n'
     )

@@ -1,0 +1,99 @@
+"""Erasure: delete a member's rows from every ClickHouse table that holds member data.
+
+Called by the core once the ``erasure_requested`` event is applied and
+checkpointed (the engine has forgotten the member, the state tombstone is
+written), with the member's pseudonym: Pulse never needs the member id to
+erase, and ClickHouse never held it. Each table is cleaned with a lightweight
+``DELETE`` (synchronous: when the call returns, the rows are gone from every
+query). Kept on purpose, because they hold nothing but the pseudonym:
+
+* the ``erasure_requested`` event itself in ``events`` (the record that the
+  request was received and honoured), and
+* the ``task_state`` tombstone (an empty state whose sequence stops an older
+  record from bringing the member back on a restore).
+
+Kafka still holds the member's events for the topics' retention (see the
+README, "Erasure and consent").
+
+>>> list(MEMBER_TABLES)[-2:], MEMBER_TABLES["member_scores"]
+(['task_state', 'events'], 'member_id = {p:String}')
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Protocol
+
+from sinks.errors import ErasureError
+
+__all__ = ["erase_member", "MEMBER_TABLES"]
+
+_P = "{p:String}"
+_MEMBER_ALERTS = f"subject_type = 'member' AND subject_id = {_P}"
+
+#: Every table with member data -> the condition selecting one member's rows, in the
+#: order they are deleted (webhook deliveries are found through the outbox and the
+#: alerts, so they go first). ``{db}`` is the database, ``{p:String}`` the pseudonym.
+MEMBER_TABLES: dict[str, str] = {
+    "webhook_deliveries": (
+        f"alert_id IN (SELECT alert_id FROM {{db}}.webhook_outbox WHERE {_MEMBER_ALERTS}) "
+        f"OR alert_id IN (SELECT alert_id FROM {{db}}.alerts WHERE {_MEMBER_ALERTS})"
+    ),
+    "webhook_outbox": _MEMBER_ALERTS,
+    "alerts": _MEMBER_ALERTS,
+    "member_scores": f"member_id = {_P}",
+    "score_history": f"member_id = {_P}",
+    "lifecycle_transitions": f"member_id = {_P}",
+    "failed_events": f"key_pseudonym = {_P}",
+    "task_state": f"key = {_P} AND state != ''",  # the tombstone stays
+    "events": f"member_id = {_P} AND event_type != 'erasure_requested'",
+}
+
+_PSEUDONYM = re.compile(r"^[0-9a-f]{32}$")
+
+
+class _Client(Protocol):
+    def query(self, query: str, parameters: dict[str, Any] | None = None) -> Any: ...
+    def command(
+        self,
+        cmd: str,
+        parameters: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> Any: ...
+
+
+def erase_member(client: _Client, database: str, pseudonym: str) -> dict[str, int]:
+    """Delete the member's rows from every table of :data:`MEMBER_TABLES`.
+
+    Returns the number of rows deleted per table. Idempotent: a second call deletes
+    nothing. Raises :class:`~sinks.errors.ErasureError` for a value that is not a
+    pseudonym (32 hex digits) or when ClickHouse refuses a statement (the caller
+    retries: what was deleted stays deleted).
+    """
+    if not database.isidentifier():
+        raise ErasureError(f"not a database name: {database!r}")
+    if not isinstance(pseudonym, str) or not _PSEUDONYM.match(pseudonym):
+        raise ErasureError("erase_member takes a member pseudonym (32 hex digits), not an id")
+    parameters = {"p": pseudonym}
+    deleted: dict[str, int] = {}
+    for table, condition in MEMBER_TABLES.items():
+        where = condition.replace("{db}", database)
+        try:
+            count = int(
+                client.query(
+                    f"SELECT count() FROM {database}.{table} WHERE {where}", parameters=parameters
+                ).result_rows[0][0]
+            )
+            if count:
+                client.command(
+                    f"DELETE FROM {database}.{table} WHERE {where}",
+                    parameters=parameters,
+                    settings={"mutations_sync": 2},
+                )
+        except Exception as exc:
+            raise ErasureError(
+                f"erasing from {table} failed ({type(exc).__name__}): "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            ) from exc
+        deleted[table] = count
+    return deleted
