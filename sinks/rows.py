@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from schemas.envelope import EventBase
+from schemas.errors import MAX_DETAIL_CHARS, EventRejected, clean_text
+from schemas.registry import read_object
 from sinks.privacy import Pseudonymizer
 
 __all__ = ["event_row", "failed_row", "utc"]
@@ -69,11 +71,11 @@ def failed_row(
 ) -> dict[str, Any]:
     """The ``failed_events`` row of a rejected message: its shape, never its content."""
     event_type = ""
-    try:
-        document = json.loads(raw)
-        if isinstance(document, dict) and isinstance(document.get("event_type"), str):
-            event_type = document["event_type"][:40]
-    except (ValueError, UnicodeDecodeError):
+    try:  # whatever the message holds: read_object raises nothing but InvalidJson
+        document = read_object(raw)
+        if isinstance(document.get("event_type"), str):
+            event_type = clean_text(document["event_type"], 40)
+    except EventRejected:
         pass
     return {
         "failed_at": utc(failed_at),
@@ -82,7 +84,7 @@ def failed_row(
         "source_offset": offset,
         "reason": reason,
         "error_class": error_class,
-        "detail": detail[:1000],
+        "detail": clean_text(detail, MAX_DETAIL_CHARS),
         "event_type": event_type,
         "payload_bytes": len(raw),
         "payload_sha256": hashlib.sha256(raw).hexdigest(),
