@@ -23,10 +23,11 @@ from typing import Any, Protocol
 
 from schemas.envelope import EventBase
 from schemas.errors import EventRejected
-from schemas.registry import StreamName, decode_event
+from schemas.registry import DEFAULT_MIN_EVENT_TIME, StreamName, decode_event
 from sinks.clickhouse import ClickHouseSink, EventIdIndex
 from sinks.privacy import Pseudonymizer
 from sinks.rows import event_row, failed_row
+from streams.dead_letter import dead_letter_record
 from streams.metrics import PulseMetrics
 from streams.ordering import EventTimeOrder, HighWater
 
@@ -91,6 +92,8 @@ class Pipeline:
         max_held: int = 200_000,
         highwater: HighWater | None = None,
         partitions: int = 0,
+        min_event_time: datetime = DEFAULT_MIN_EVENT_TIME,
+        dead_letter_max_bytes: int = 1_000_000,
     ) -> None:
         self.sink = sink
         self.index = index
@@ -100,6 +103,8 @@ class Pipeline:
         self.streams = streams  # topic name -> which stream it carries
         self.max_event_bytes = max_event_bytes
         self.max_future_skew = max_future_skew
+        self.min_event_time = min_event_time
+        self.dead_letter_max_bytes = dead_letter_max_bytes
         self.scorer = scorer
         self.clock = clock
         self.order: EventTimeOrder[Inbound, EventBase] = EventTimeOrder(
@@ -184,12 +189,23 @@ class Pipeline:
                     now=now,
                     max_bytes=self.max_event_bytes,
                     max_future_skew=self.max_future_skew,
+                    min_event_time=self.min_event_time,
+                    require_key=True,
                 )
             except EventRejected as exc:
                 self.rejected += 1
                 m.events_rejected.labels(item.topic, exc.reason).inc()
                 m.dead_letter_published.labels(exc.reason).inc()
-                deliveries.append(await self.dead_letter(item.key, item.value, _headers(item, exc)))
+                key, value, headers = dead_letter_record(
+                    item.key,
+                    item.value,
+                    item.topic,
+                    item.partition,
+                    item.offset,
+                    exc,
+                    self.dead_letter_max_bytes,
+                )
+                deliveries.append(await self.dead_letter(key, value, headers))
                 failed_rows.append(
                     failed_row(
                         item.value,
@@ -305,14 +321,3 @@ class Pipeline:
                 latest[(item.topic, item.partition)] = item.timestamp
         for (topic, partition), ts in latest.items():
             self.metrics.consumer_lag_seconds.labels(topic, str(partition)).set(max(0.0, wall - ts))
-
-
-def _headers(item: Inbound, exc: EventRejected) -> list[tuple[str, bytes]]:
-    return [
-        ("pulse.source.topic", item.topic.encode()),
-        ("pulse.source.partition", str(item.partition).encode()),
-        ("pulse.source.offset", str(item.offset).encode()),
-        ("pulse.error.class", type(exc).__name__.encode()),
-        ("pulse.error.reason", exc.reason.encode()),
-        ("pulse.error.detail", exc.detail.encode()[:1000]),
-    ]

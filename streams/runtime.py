@@ -203,6 +203,8 @@ class Runtime:
             max_held=s.max_held_events,
             highwater=self.faust.highwater,
             partitions=s.partitions,
+            min_event_time=s.min_event_time_utc,
+            dead_letter_max_bytes=s.dead_letter_max_bytes,
         )
         if self.scorer_factory is not None:
             self.scorer = self.scorer_factory(self)
