@@ -15,7 +15,23 @@ __all__ = [
     "KeyMismatch",
     "WrongTopic",
     "REJECT_REASONS",
+    "MAX_DETAIL_CHARS",
+    "clean_text",
 ]
+
+
+#: Longest ``detail`` kept (a header value, a ClickHouse column, a log line).
+MAX_DETAIL_CHARS = 1000
+
+
+def clean_text(text: str, limit: int) -> str:
+    """``text`` as valid UTF-8 (lone surrogates from JSON escapes replaced), at most ``limit``
+    characters: safe to encode for a Kafka header, a log line or a ClickHouse String.
+
+    >>> clean_text("a\\ud800b", 10), clean_text("abcdef", 3)
+    ('a?b', 'abc')
+    """
+    return text[:limit].encode("utf-8", "replace").decode("utf-8")
 
 
 class PulseError(Exception):
@@ -33,6 +49,7 @@ class EventRejected(PulseError):
     reason: ClassVar[str] = "rejected"
 
     def __init__(self, detail: str) -> None:
+        detail = clean_text(detail, MAX_DETAIL_CHARS)
         super().__init__(f"{self.reason}: {detail}")
         self.detail = detail
 

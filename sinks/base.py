@@ -8,7 +8,11 @@ turns an acknowledgement into a Kafka ack, so:
   as a whole, and nothing after it is acknowledged meanwhile;
 * a retried batch carries the same de-duplication token, so a retry that
   follows a half-successful attempt does not duplicate rows;
-* acknowledgements fire in the order they were added.
+* acknowledgements fire in the order they were added;
+* "stored" includes "recorded as failed": a row that ClickHouse refuses for what
+  it holds (retrying cannot help) is isolated from its batch and recorded in
+  ``failed_events`` instead (see :mod:`sinks.poison`), so it never holds the
+  stream; failures of the moment are retried as above.
 """
 
 from __future__ import annotations

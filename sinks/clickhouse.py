@@ -15,6 +15,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,19 @@ from clickhouse_connect.driver.client import Client
 from sinks.base import Ack, NullObserver, Row, SinkObserver, columns_of
 from sinks.errors import FlushFailed, SinkError
 from sinks.migrations import TABLES
+from sinks.poison import SINK_REJECTED, InsertError, classify_insert_error, rejected_row
+from sinks.rows import utc
 
 __all__ = ["connect", "ClickHouseSink", "EventIdIndex"]
 
 log = logging.getLogger(__name__)
+
+#: Partitions one insert may touch (``events`` and ``score_history`` are partitioned by
+#: month). ClickHouse refuses more than 100 by default, which one flush of a backfill
+#: spanning nine years exceeds; the event-time floor (PULSE_MIN_EVENT_TIME, 2000 by
+#: default) keeps a flush under about 320 months in 2026. Past this limit the batch is
+#: split instead (the error counts as caused by the rows: see sinks.poison).
+MAX_PARTITIONS_PER_INSERT = 1000
 
 
 def _backoff(attempt: int, cap: float) -> float:
@@ -85,12 +95,35 @@ def connect(
 
 
 @dataclass
+class _Isolation:
+    """Progress of isolating the rows of one table that ClickHouse refuses."""
+
+    pending: list[tuple[int, int]] = field(default_factory=list)  # row ranges, a stack
+    poison: list[tuple[int, InsertError]] = field(default_factory=list)
+    failures: list[Row] = field(default_factory=list)  # their failed_events rows
+    recorded: bool = False
+
+    def split(self, lo: int, hi: int, error: InsertError) -> None:
+        """Rows ``lo:hi`` were refused: one row is poison, more are tried in halves."""
+        if hi - lo == 1:
+            self.poison.append((lo, error))
+            return
+        mid = (lo + hi) // 2
+        self.pending.extend(((mid, hi), (lo, mid)))  # the first half is tried first
+
+
+class RowRefused(Exception):
+    """Reported to the observer for each row recorded as ``sink_rejected``."""
+
+
+@dataclass
 class _Batch:
     rows: dict[str, list[Row]] = field(default_factory=dict)
     acks: list[Ack] = field(default_factory=list)
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: float = field(default_factory=time.monotonic)
     done_tables: set[str] = field(default_factory=set)
+    isolating: dict[str, _Isolation] = field(default_factory=dict)
     attempts: int = 0
 
     @property
@@ -201,26 +234,101 @@ class ClickHouseSink:
             return len(batch.acks)
 
     def _write(self, batch: _Batch) -> None:
-        """Insert each table's rows once; a retry skips tables already written."""
+        """Insert each table's rows once; a retry skips tables already written.
+
+        A failure of the moment raises :class:`FlushFailed` (the batch is retried as
+        it is). A failure caused by the rows (see :mod:`sinks.poison`) splits them:
+        each half is inserted on its own, halves that fail are split again, and a
+        single row that still fails is recorded in ``failed_events`` as
+        ``sink_rejected`` instead of being stored; the other rows are stored.
+        """
         for table in TABLES:
             rows = batch.rows.get(table)
             if not rows or table in batch.done_tables:
                 continue
-            columns = columns_of(rows)
-            data = [[row[c] for c in columns] for row in rows]
-            try:
-                self.client.insert(
-                    f"{self.database}.{table}",
-                    data,
-                    column_names=columns,
-                    settings={"insert_deduplication_token": f"{batch.token}-{table}"},
-                )
-            except Exception as exc:
-                self.observer.failed(table, exc)
-                delay = _backoff(batch.attempts, self.retry_max_seconds)
-                raise FlushFailed(table, exc, delay) from exc
+            isolation = batch.isolating.get(table)
+            if isolation is None:
+                try:
+                    self._insert(table, rows, f"{batch.token}-{table}")
+                except Exception as exc:
+                    error = self._refused(batch, table, exc)
+                    log.warning(
+                        "%s refused %d rows: isolating the rows that cause it",
+                        error.describe(table),
+                        len(rows),
+                    )
+                    isolation = batch.isolating[table] = _Isolation()
+                    isolation.split(0, len(rows), error)
+                else:
+                    batch.done_tables.add(table)
+                    self.observer.flushed(table, len(rows))
+                    continue
+            self._isolate(batch, table, rows, isolation)
             batch.done_tables.add(table)
-            self.observer.flushed(table, len(rows))
+
+    def _insert(self, table: str, rows: list[Row], token: str) -> None:
+        columns = columns_of(rows)
+        data = [[row.get(c) for c in columns] for row in rows]
+        self.client.insert(
+            f"{self.database}.{table}",
+            data,
+            column_names=columns,
+            settings={
+                "insert_deduplication_token": token,
+                "max_partitions_per_insert_block": MAX_PARTITIONS_PER_INSERT,
+            },
+        )
+
+    def _refused(self, batch: _Batch, table: str, exc: Exception) -> InsertError:
+        """Classify a failed insert; raise FlushFailed (retry the batch) if it is transient."""
+        self.observer.failed(table, exc)
+        error = classify_insert_error(exc)
+        if error.retriable:
+            raise FlushFailed(table, exc, _backoff(batch.attempts, self.retry_max_seconds)) from exc
+        return error
+
+    def _isolate(self, batch: _Batch, table: str, rows: list[Row], isolation: _Isolation) -> None:
+        """Store every row but the ones ClickHouse refuses; record those as failures.
+
+        Progress is kept in ``isolation`` and each part has a deterministic token, so
+        a transient failure half-way resumes where it stopped without duplicates.
+        """
+        pending = isolation.pending
+        while pending:
+            lo, hi = pending[-1]
+            try:
+                self._insert(table, rows[lo:hi], f"{batch.token}-{table}-{lo}-{hi}")
+            except Exception as exc:
+                error = classify_insert_error(exc)
+                if error.retriable:
+                    self._refused(batch, table, exc)  # raises FlushFailed
+                pending.pop()
+                isolation.split(lo, hi, error)
+                continue
+            pending.pop()
+            self.observer.flushed(table, hi - lo)
+        if isolation.poison and not isolation.recorded:
+            if not isolation.failures:
+                failed_at = utc(datetime.now(UTC))
+                isolation.failures = [
+                    rejected_row(table, rows[i], error, failed_at) for i, error in isolation.poison
+                ]
+                for _, error in isolation.poison:
+                    self.observer.failed(table, RowRefused(error.name))
+                log.warning(
+                    "%d rows refused by %s recorded in failed_events as %s",
+                    len(isolation.poison),
+                    table,
+                    SINK_REJECTED,
+                )
+            try:
+                self._insert("failed_events", isolation.failures, f"{batch.token}-{table}-refused")
+            except Exception as exc:  # these rows always fit: a failure here is of the moment
+                self.observer.failed("failed_events", exc)
+                delay = _backoff(batch.attempts, self.retry_max_seconds)
+                raise FlushFailed("failed_events", exc, delay) from exc
+            isolation.recorded = True
+            self.observer.flushed("failed_events", len(isolation.failures))
 
     async def run(self) -> None:
         """Flush when a batch is due; on failure back off and retry the same batch forever."""

@@ -25,12 +25,15 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from schemas.envelope import EventBase
+from schemas.errors import MAX_DETAIL_CHARS, EventRejected, clean_text
+from schemas.registry import read_object
 from scoring.alerts import AlertRecord
 from scoring.records import LifecycleTransition, ModelMetrics, ScoreRecord
 from sinks.privacy import Pseudonymizer
 
 __all__ = [
     "Tags",
+    "UNTAGGED",
     "output_id",
     "event_row",
     "failed_row",
@@ -54,6 +57,11 @@ class Tags(NamedTuple):
 
     def columns(self) -> dict[str, int]:
         return {"task": self.task, "gen": self.gen, "seq": self.seq}
+
+
+#: Rows that belong to no task checkpoint (e.g. lines the broker refused during a replay):
+#: sequence 0 is never rolled back.
+UNTAGGED = Tags(0, 0, 0)
 
 
 def output_id(kind: str, *cause: str) -> str:
@@ -83,7 +91,7 @@ def event_row(
     offset: int,
     pseudonym: Pseudonymizer,
     ingested_at: datetime,
-    tags: Tags,
+    tags: Tags = UNTAGGED,
 ) -> dict[str, Any]:
     """The ``events`` row of a validated event."""
     props = event.properties.model_dump(mode="json")  # type: ignore[attr-defined]
@@ -119,15 +127,15 @@ def failed_row(
     detail: str,
     pseudonym: Pseudonymizer,
     failed_at: datetime,
-    tags: Tags,
+    tags: Tags = UNTAGGED,
 ) -> dict[str, Any]:
     """The ``failed_events`` row of a rejected message: its shape, never its content."""
     event_type = ""
-    try:
-        document = json.loads(raw)
-        if isinstance(document, dict) and isinstance(document.get("event_type"), str):
-            event_type = document["event_type"][:40]
-    except (ValueError, UnicodeDecodeError, RecursionError):
+    try:  # whatever the message holds: read_object raises nothing but InvalidJson
+        document = read_object(raw)
+        if isinstance(document.get("event_type"), str):
+            event_type = clean_text(document["event_type"], 40)
+    except EventRejected:
         pass
     return {
         "failed_at": utc(failed_at),
@@ -136,7 +144,7 @@ def failed_row(
         "source_offset": offset,
         "reason": reason,
         "error_class": error_class,
-        "detail": detail[:1000],
+        "detail": clean_text(detail, MAX_DETAIL_CHARS),
         "event_type": event_type,
         "payload_bytes": len(raw),
         "payload_sha256": hashlib.sha256(raw).hexdigest(),

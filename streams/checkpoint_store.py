@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,6 +44,7 @@ __all__ = [
     "COMMIT_KEY",
     "TAGGED_TABLES",
     "roll_back",
+    "generation",
     "produced_after",
     "read_commits",
 ]
@@ -275,18 +277,25 @@ def read_commits(bootstrap: str, topic: str) -> dict[int, CommitRecord]:
     return latest
 
 
+def generation(kind: str) -> int:
+    """A new generation id: random, its lowest bit naming the record (1: kafka), so a
+    roll-back judges only rows written under the same record (see :func:`roll_back`)."""
+    return (secrets.randbits(61) << 1) | (1 if kind == "kafka" else 0)
+
+
 def roll_back(
-    client: Client, database: str, task: int, commit: CommitRecord | None
+    client: Client, database: str, task: int, commit: CommitRecord | None, kind: str
 ) -> dict[str, int]:
     """Delete this ClickHouse's rows of ``task`` that belong to checkpoints that never
-    committed; returns the rows deleted per table (tables with none left out)."""
-    if commit is None:
-        condition = "seq > 0"
-    else:
-        condition = commit.lineage.orphan_condition()
+    committed; returns the rows deleted per table (tables with none left out).
+
+    Only rows of generations of the same record (``kind``) are judged: after a switch
+    of ``PULSE_STATE_STORE`` the other record's rows are history, not orphans."""
+    condition = "seq > 0" if commit is None else commit.lineage.orphan_condition()
+    same_record = f"gen % 2 = {1 if kind == 'kafka' else 0}"
     deleted: dict[str, int] = {}
     for table in TAGGED_TABLES:
-        where = f"task = {int(task)} AND {condition}"
+        where = f"task = {int(task)} AND {same_record} AND {condition}"
         count = int(
             client.query(f"SELECT count() FROM {database}.{table} WHERE {where}").result_rows[0][0]
         )

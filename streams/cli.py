@@ -23,13 +23,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas.errors import PulseError
 from streams.config import Settings, SettingsError
 from streams.http import QUERY_FORMATS
 from streams.kafka_config import librdkafka_config
 from streams.runtime import Runtime, read_instance
+
+if TYPE_CHECKING:
+    from streams.replay import RefusedLine
 
 __all__ = ["main"]
 
@@ -141,7 +144,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 # --- pulse replay --------------------------------------------------------------
 def cmd_replay(args: argparse.Namespace) -> int:
-    from streams.replay import Publisher, read_lines, wait_until
+    from sinks.clickhouse import connect
+    from streams.replay import Publisher, numbered_lines, store_refused, wait_until
 
     path = Path(args.file)
     if not path.is_file():
@@ -158,15 +162,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
         # while the file is still being published, so the same file gives the same
         # scores, alerts and transitions in every run, interrupted or not
         publisher = Publisher(
-            runtime.bootstrap, settings.topic_prefix, config=librdkafka_config(settings)
+            runtime.bootstrap,
+            settings.topic_prefix,
+            runtime.pseudonym,
+            config=librdkafka_config(settings),
         )
         report = publisher.publish_lines(
-            read_lines(path), progress=lambda n: print(f"  published {n:,} lines", flush=True)
+            numbered_lines(path), progress=lambda n: print(f"  published {n:,} lines", flush=True)
         )
         publisher.close()
         targets = dict(report.last_offsets)
+        # Lines the broker refused never reach the pipeline: record them here (a client of
+        # its own: the sink's is busy in the worker's thread).
+        client = connect(settings.clickhouse_url, None, settings.data_path)
+        recorded = store_refused(client, settings.clickhouse_database, report.refused)
         print(
-            f"published {report.published:,} of {report.lines:,} lines; processing ...", flush=True
+            f"published {report.published:,} of {report.lines:,} lines"
+            f"{_refused_note(report.refused, recorded)}; processing ...",
+            flush=True,
         )
         runtime.consume()
 
@@ -188,9 +201,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(
         f"replayed {report.lines:,} lines in {elapsed:.1f}s: {stored:,} new events stored, "
         f"{status['duplicates']:,} duplicates dropped, {status['rejected']:,} rejected "
-        f"to {settings.topic('dead-letter')} and failed_events"
+        f"to {settings.topic('dead-letter')} and failed_events, "
+        f"{len(report.refused):,} refused by the broker ({recorded:,} new in failed_events)"
     )
     return 0
+
+
+def _refused_note(refused: Sequence[RefusedLine], recorded: int) -> str:
+    """What happened to the lines the broker refused, for the progress line."""
+    if not refused:
+        return ""
+    numbers = ", ".join(str(line.number) for line in refused[:10])
+    more = ", ..." if len(refused) > 10 else ""
+    which = "line" if len(refused) == 1 else "lines"
+    return (
+        f" ({len(refused):,} refused by the broker, {which} {numbers}{more}: "
+        f"{recorded:,} new in failed_events)"
+    )
 
 
 def _replay_into_running(
@@ -199,7 +226,9 @@ def _replay_into_running(
     """Publish into a running worker's broker and follow its /status until it caught up."""
     import json
 
-    from streams.replay import Publisher, read_lines, wait_until
+    from sinks.clickhouse import connect
+    from sinks.privacy import Pseudonymizer, load_or_create_key
+    from streams.replay import Publisher, numbered_lines, store_refused, wait_until
 
     def status() -> dict[str, Any]:
         with urllib.request.urlopen(f"{running['http']}/status", timeout=5) as response:  # noqa: S310
@@ -207,11 +236,28 @@ def _replay_into_running(
             return result
 
     before = status()["processed"]
+    pseudonym = Pseudonymizer(load_or_create_key(settings.pseudonym_key, settings.data_path))
     publisher = Publisher(
-        running["kafka_bootstrap"], settings.topic_prefix, config=librdkafka_config(settings)
+        running["kafka_bootstrap"],
+        settings.topic_prefix,
+        pseudonym,
+        config=librdkafka_config(settings),
     )
-    report = publisher.publish_lines(read_lines(path))
+    report = publisher.publish_lines(numbered_lines(path))
+    publisher.close()
     print(f"published {report.published:,} lines to the running worker (pid {running['pid']})")
+    if report.refused and settings.clickhouse_url:
+        client = connect(settings.clickhouse_url, None, settings.data_path)
+        recorded = store_refused(client, settings.clickhouse_database, report.refused)
+        print(f"refused by the broker{_refused_note(report.refused, recorded)}")
+    elif report.refused:  # the running worker's process owns the embedded ClickHouse
+        lines = ", ".join(str(line.number) for line in report.refused[:20])
+        print(
+            f"{len(report.refused):,} lines refused by the broker (lines {lines}) are NOT "
+            "recorded in failed_events: the running worker owns the embedded ClickHouse. "
+            "Replay the file without a running worker to record them.",
+            file=sys.stderr,
+        )
 
     def caught_up() -> bool:
         s = status()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -28,6 +29,14 @@ KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 class SettingsError(PulseError):
     """An environment variable holds a value Pulse cannot use."""
+
+
+#: Scores are versioned by event time in microseconds since 1970 (a UInt64): the floor of
+#: the event-time floor.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_FUTURE_SKEW_SECONDS = 366 * 86400
+#: A dead-letter record must hold its headers (about 1.3 KB at most) and some payload.
+MIN_DEAD_LETTER_BYTES = 4096
 
 
 def _env(name: str, default: str, doc: str, *, secret: bool = False) -> str:
@@ -130,7 +139,21 @@ class Settings:
     max_future_skew_seconds: float = _num(
         "PULSE_MAX_FUTURE_SKEW_SECONDS",
         300,
-        "How far occurred_at may lie ahead of ingestion time before it is rejected.",
+        "How far occurred_at may lie ahead of ingestion time before it is rejected "
+        "(the event-time ceiling; at most 366 days).",
+    )
+    min_event_time: str = _env(
+        "PULSE_MIN_EVENT_TIME",
+        "2000-01-01T00:00:00Z",
+        "The event-time floor (RFC 3339 with an offset, not before 1970): older events are "
+        "rejected as schema_violation.",
+    )
+    dead_letter_max_bytes: int = _num(  # type: ignore[assignment]
+        "PULSE_DEAD_LETTER_MAX_BYTES",
+        1000000,
+        "Largest dead-letter record (key, value and headers; at least 4096): a larger copy "
+        "keeps the start of the payload, with its sha256 and size in headers. Keep it within "
+        "the dead-letter topic's max.message.bytes.",
     )
     sink_batch_rows: int = _num(  # type: ignore[assignment]
         "PULSE_SINK_BATCH_ROWS", 5000, "Flush the ClickHouse batch at this many buffered rows."
@@ -330,6 +353,11 @@ class Settings:
             raise SettingsError("PULSE_INPUT_IDLE_SECONDS must be > 0, PULSE_MAX_HELD_EVENTS >= 1")
         if self.checkpoint_seconds < 0:
             raise SettingsError("PULSE_CHECKPOINT_SECONDS must be >= 0")
+        if not 0 <= self.max_future_skew_seconds <= MAX_FUTURE_SKEW_SECONDS:
+            raise SettingsError("PULSE_MAX_FUTURE_SKEW_SECONDS must be between 0 and 366 days")
+        self.min_event_time_utc  # noqa: B018 - parses and checks PULSE_MIN_EVENT_TIME
+        if self.dead_letter_max_bytes < MIN_DEAD_LETTER_BYTES:
+            raise SettingsError(f"PULSE_DEAD_LETTER_MAX_BYTES must be >= {MIN_DEAD_LETTER_BYTES}")
 
     def _validate_key(self) -> None:
         if not self.pseudonym_key:
@@ -401,6 +429,25 @@ class Settings:
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).resolve()
+
+    @property
+    def min_event_time_utc(self) -> datetime:
+        """``PULSE_MIN_EVENT_TIME`` as an aware UTC datetime (raises SettingsError if unusable)."""
+        try:
+            floor = datetime.fromisoformat(self.min_event_time)
+        except ValueError:
+            raise SettingsError(
+                f"PULSE_MIN_EVENT_TIME={self.min_event_time!r} is not an RFC 3339 time"
+            ) from None
+        if floor.tzinfo is None:
+            raise SettingsError("PULSE_MIN_EVENT_TIME needs an offset (e.g. Z or +08:00)")
+        try:
+            floor = floor.astimezone(UTC)
+        except OverflowError:
+            floor = datetime.min.replace(tzinfo=UTC)
+        if floor < EPOCH:
+            raise SettingsError("PULSE_MIN_EVENT_TIME must not be before 1970-01-01T00:00:00Z")
+        return floor
 
     @property
     def embedded_kafka(self) -> bool:

@@ -31,8 +31,9 @@ from typing import Any
 
 from schemas.envelope import EventBase
 from schemas.errors import EventRejected
-from schemas.registry import StreamName, decode_event
+from schemas.registry import DEFAULT_MIN_EVENT_TIME, StreamName, decode_event
 from sinks.rows import failed_row
+from streams.dead_letter import dead_letter_record
 from streams.task import Inbound, PartitionTask, TaskContext
 
 __all__ = ["Inbound", "Pipeline"]
@@ -51,6 +52,8 @@ class Pipeline:
         dead_letter_topic: str,
         max_event_bytes: int,
         max_future_skew: timedelta,
+        min_event_time: datetime = DEFAULT_MIN_EVENT_TIME,
+        dead_letter_max_bytes: int = 1_000_000,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.ctx = ctx
@@ -60,6 +63,8 @@ class Pipeline:
         self.dead_letter_topic = dead_letter_topic
         self.max_event_bytes = max_event_bytes
         self.max_future_skew = max_future_skew
+        self.min_event_time = min_event_time
+        self.dead_letter_max_bytes = dead_letter_max_bytes
         self.clock = clock
         self.lock = asyncio.Lock()
         self.tasks: dict[int, PartitionTask] = {}
@@ -182,6 +187,8 @@ class Pipeline:
                 now=now,
                 max_bytes=self.max_event_bytes,
                 max_future_skew=self.max_future_skew,
+                min_event_time=self.min_event_time,
+                require_key=True,
             )
         except EventRejected as exc:
             self._reject(item, exc, now, task)
@@ -195,9 +202,16 @@ class Pipeline:
         m = self.metrics
         m.events_rejected.labels(item.topic, exc.reason).inc()
         m.dead_letter_published.labels(exc.reason).inc()
-        self.ctx.outputs.produce_plain(
-            self.dead_letter_topic, item.key, item.value, _headers(item, exc)
+        key, value, headers = dead_letter_record(
+            item.key,
+            item.value,
+            item.topic,
+            item.partition,
+            item.offset,
+            exc,
+            self.dead_letter_max_bytes,
         )
+        self.ctx.outputs.produce_plain(self.dead_letter_topic, key, value, list(headers))
         checkpoint = task.open
         checkpoint.add_rows(
             "failed_events",
@@ -273,14 +287,3 @@ class Pipeline:
         return {
             "tasks": {n: t.status() for n, t in sorted(self.tasks.items())},
         }
-
-
-def _headers(item: Inbound, exc: EventRejected) -> list[tuple[str, str | bytes | None]]:
-    return [
-        ("pulse.source.topic", item.topic.encode()),
-        ("pulse.source.partition", str(item.partition).encode()),
-        ("pulse.source.offset", str(item.offset).encode()),
-        ("pulse.error.class", type(exc).__name__.encode()),
-        ("pulse.error.reason", exc.reason.encode()),
-        ("pulse.error.detail", exc.detail.encode()[:1000]),
-    ]

@@ -215,6 +215,8 @@ def build_pipeline(
         dead_letter_topic=s.topic("dead-letter"),
         max_event_bytes=s.max_event_bytes,
         max_future_skew=timedelta(seconds=s.max_future_skew_seconds),
+        min_event_time=s.min_event_time_utc,
+        dead_letter_max_bytes=s.dead_letter_max_bytes,
     )
     return pipeline
 

@@ -34,7 +34,6 @@ import asyncio
 import base64
 import json
 import logging
-import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -61,7 +60,7 @@ from sinks.rows import (
 )
 from sinks.sealing import Sealer
 from streams.checkpoint import Checkpoint, Sealed
-from streams.checkpoint_store import Checkpoints, produced_after, roll_back
+from streams.checkpoint_store import Checkpoints, generation, produced_after, roll_back
 from streams.commits import CommitRecord, Lineage
 from streams.metrics import PulseMetrics
 from streams.offsets import AppliedOffsets, OffsetTracker
@@ -136,7 +135,7 @@ class PartitionTask:
         )
         self.lateness = timedelta(seconds=ctx.config.allowed_lateness_seconds)
         self.trackers: dict[str, OffsetTracker[Inbound]] = {t: OffsetTracker() for t in ctx.inputs}
-        self.gen = secrets.randbits(62)
+        self.gen = generation(ctx.store.kind)
         self.seq = 0  # the newest checkpoint taken (committed or on its way)
         self.lineage = Lineage.start(self.gen, 0)  # as of the newest checkpoint taken
         self.applied: dict[str, AppliedOffsets] = {t: AppliedOffsets.empty() for t in ctx.inputs}
@@ -165,7 +164,7 @@ class PartitionTask:
         restored = await ctx.store.load(self.number)
         commit = restored.commit if restored is not None else None
         self.rolled_back = await asyncio.to_thread(
-            roll_back, ctx.clickhouse, ctx.database, self.number, commit
+            roll_back, ctx.clickhouse, ctx.database, self.number, commit, ctx.store.kind
         )
         if commit is not None:
             self.seq = commit.seq

@@ -33,11 +33,28 @@ def test_environment_overrides_and_types() -> None:
         {"PULSE_INPUT_IDLE_SECONDS": "0"},
         {"PULSE_CLICKHOUSE_DATABASE": "drop table;"},
         {"PULSE_STORE": "rocksdb://"},
+        {"PULSE_MIN_EVENT_TIME": "1969-12-31T23:59:59Z"},
+        {"PULSE_MIN_EVENT_TIME": "0001-01-01T00:00:00+05:00"},
+        {"PULSE_MIN_EVENT_TIME": "2000-01-01T00:00:00"},
+        {"PULSE_MIN_EVENT_TIME": "last year"},
+        {"PULSE_MAX_FUTURE_SKEW_SECONDS": "-1"},
+        {"PULSE_MAX_FUTURE_SKEW_SECONDS": "100000000000"},
+        {"PULSE_DEAD_LETTER_MAX_BYTES": "1000"},
     ],
 )
 def test_bad_values_are_refused(env: dict[str, str]) -> None:
     with pytest.raises(SettingsError):
         Settings.from_env(env)
+
+
+def test_event_time_floor_and_dead_letter_limit() -> None:
+    from datetime import UTC, datetime
+
+    defaults = Settings.from_env({})
+    assert defaults.min_event_time_utc == datetime(2000, 1, 1, tzinfo=UTC)
+    assert defaults.dead_letter_max_bytes == 1_000_000
+    moved = Settings.from_env({"PULSE_MIN_EVENT_TIME": "2015-06-01T08:00:00+08:00"})
+    assert moved.min_event_time_utc == datetime(2015, 6, 1, tzinfo=UTC)
 
 
 def test_every_setting_is_documented_in_the_readme() -> None:
