@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-unit test-integration lint format bench clean
+.PHONY: help venv run test test-unit test-integration lint format bench profile clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -37,8 +37,15 @@ format: $(STAMP) ## apply ruff's formatting and import order
 	$(BIN)/ruff check --fix --select I .
 	$(BIN)/ruff format .
 
-bench: $(STAMP) ## benchmarks: figures and ratios against a baseline measured in the same run
-	$(BIN)/python -m bench
+bench: $(STAMP) ## whole-pipeline figures vs Faust and raw Kafka -> bench/results.json (BENCH_ARGS=--quick)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+profile: $(STAMP) ## py-spy profile of `pulse replay` of 115,942 simulated events (speedscope file)
+	rm -rf .pulse-profile
+	$(BIN)/pulse simulate --members 2000 --days 120 --seed 5 --out .pulse-profile/events.jsonl
+	PULSE_DATA_DIR=.pulse-profile/data $(BIN)/py-spy record --rate 100 --format speedscope \
+		-o .pulse-profile/replay.speedscope.json -- $(BIN)/pulse replay .pulse-profile/events.jsonl
+	@echo "open .pulse-profile/replay.speedscope.json in https://www.speedscope.app"
 
 clean: ## remove the environment and local data
-	rm -rf $(VENV) .pulse .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pulse .pulse-profile .pytest_cache .mypy_cache .ruff_cache

@@ -4,7 +4,7 @@
     pulse worker                                          a worker for production (no simulator)
     pulse replay FILE.jsonl                               backfill a file through the pipeline
     pulse query "SQL" [--format table|csv|json]           read-only queries on ClickHouse
-    pulse simulate --members N --days D --seed S [--out FILE]
+    pulse simulate --members N --days D --seed S [--out FILE] [--purchases-only]
     pulse schemas export DIR
     pulse evaluate --seed 7                               model quality against ground truth
 
@@ -198,8 +198,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
         runtime.stop()
     elapsed = time.monotonic() - started
     stored = status["processed"] - status["rejected"] - status["duplicates"]
+    stored -= status["consent_withheld"]
+    withheld = ""
+    if status["consent_withheld"] or status["erased_events"]:
+        withheld = (
+            f" (and {status['consent_withheld']:,} withheld: no analytics consent; "
+            f"{status['erased_events']:,} deleted by erasure requests)"
+        )
     print(
-        f"replayed {report.lines:,} lines in {elapsed:.1f}s: {stored:,} new events stored, "
+        f"replayed {report.lines:,} lines in {elapsed:.1f}s: "
+        f"{stored:,} new events stored{withheld}, "
         f"{status['duplicates']:,} duplicates dropped, {status['rejected']:,} rejected "
         f"to {settings.topic('dead-letter')} and failed_events, "
         f"{len(report.refused):,} refused by the broker ({recorded:,} new in failed_events)"
@@ -315,18 +323,30 @@ def cmd_query(args: argparse.Namespace) -> int:
 # --- pulse simulate / schemas / evaluate ----------------------------------------
 def cmd_simulate(args: argparse.Namespace) -> int:
     from streams.simulator import SimulationConfig, simulate, write_jsonl
+    from streams.simulator.purchases import (
+        PurchasesConfig,
+        simulate_purchases,
+        write_purchases_jsonl,
+    )
 
     config = SimulationConfig(members=args.members, days=args.days, seed=args.seed)
+    purchases = PurchasesConfig(members=args.members, days=args.days, seed=args.seed)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        counts = write_jsonl(
-            config, Path(args.out), progress=lambda n: print(f"  {n:,} events", flush=True)
-        )
+
+        def progress(n: int) -> None:
+            print(f"  {n:,} events", flush=True)
+
+        if args.purchases_only:
+            counts = write_purchases_jsonl(purchases, Path(args.out), progress=progress)
+            truth = ""
+        else:
+            counts = write_jsonl(config, Path(args.out), progress=progress)
+            truth = f" and ground truth to {Path(args.out).with_suffix('.truth.jsonl')}"
         print(
-            f"wrote {counts['events']:,} events of {counts['members']:,} members to {args.out} "
-            f"and ground truth to {Path(args.out).with_suffix('.truth.jsonl')} "
-            f"in {time.monotonic() - started:.1f}s"
+            f"wrote {counts['events']:,} events of {counts['members']:,} members to {args.out}"
+            f"{truth} in {time.monotonic() - started:.1f}s"
         )
         return 0
     settings = _settings()
@@ -340,8 +360,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 2
     from streams.replay import Publisher
 
+    events = simulate_purchases(purchases) if args.purchases_only else simulate(config)
     publisher = Publisher(bootstrap, settings.topic_prefix, config=librdkafka_config(settings))
-    report = publisher.publish_events(simulate(config), speed=args.speed)
+    report = publisher.publish_events(events, speed=args.speed)
     print(f"published {report.published:,} events to {bootstrap}")
     return 0
 
@@ -405,6 +426,12 @@ def _parser() -> argparse.ArgumentParser:
     simulate = sub.add_parser("simulate", help="a simulated community, to Kafka or to a file")
     sim_options(simulate, 2000, 120)
     simulate.add_argument("--out", help="write JSONL (and .truth.jsonl) instead of publishing")
+    simulate.add_argument(
+        "--purchases-only",
+        action="store_true",
+        help="a transaction log instead of a community: purchases, quotes, claims and "
+        "cancellations only, with repeat buying as in retail logs (BG/NBD); no ground truth",
+    )
     simulate.set_defaults(func=cmd_simulate)
 
     schemas = sub.add_parser("schemas", help="event schemas")

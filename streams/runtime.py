@@ -420,6 +420,8 @@ class Runtime:
             "rejected": p.rejected if p else 0,
             "duplicates": p.duplicates if p else 0,
             "redelivered_skipped": p.skipped if p else 0,
+            "consent_withheld": sum(t.withheld for t in tasks.values()),
+            "erased_events": sum(t.erased_events for t in tasks.values()),
             "sink_backlog_rows": sink.backlog_rows if sink else 0,
             "sink_pending_acks": sink.pending_acks if sink else 0,
             "sink_flushes": sink.flushes if sink else 0,

@@ -154,6 +154,8 @@ class PartitionTask:
         # pseudonyms whose rows are still to be deleted from ClickHouse (erasures whose
         # request is committed): part of the task record, so a crash does not forget one
         self.erasures: list[str] = []
+        self.withheld = 0  # events of members without analytics consent: not stored
+        self.erased_events = 0  # events rows deleted by erasures
         self._erasing: asyncio.Future[None] | None = None
 
     # --- restore -----------------------------------------------------------------------
@@ -274,6 +276,7 @@ class PartitionTask:
             if event_type != "consent_changed" and self.engine.opted_out(event.member_id):
                 # analytics consent withdrawn: the behaviour is neither scored nor stored
                 self.pending_ids.discard(event_id)
+                self.withheld += 1
                 continue
             if event_type == "erasure_requested":
                 checkpoint.erasures.append(self.ctx.pseudonym(event.member_id))
@@ -543,7 +546,8 @@ class PartitionTask:
 
         def erase() -> None:
             for pseudonym in batch:
-                erase_member(ctx.clickhouse, ctx.database, pseudonym)
+                deleted = erase_member(ctx.clickhouse, ctx.database, pseudonym)
+                self.erased_events += deleted.get("events", 0)
 
         async def run() -> None:
             try:
