@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,12 +35,22 @@ def _backoff(attempt: int, cap: float) -> float:
     return min(cap, 0.2 * 2.0 ** min(attempt, 8))
 
 
-def connect(url: str, database: str | None, data_dir: Path, *, readonly: bool = False) -> Client:
+def connect(
+    url: str,
+    database: str | None,
+    data_dir: Path,
+    *,
+    readonly: bool = False,
+    limits: Mapping[str, Any] | None = None,
+) -> Client:
     """A clickhouse-connect client: a server over HTTP(S) if ``url``, else chDB in ``data_dir``.
 
-    chDB hosts one engine per process: clients on the same path share it.
+    chDB hosts one engine per process: clients on the same path share it (each
+    client has its own connection and settings). ``limits`` are ClickHouse settings
+    every query of this client runs with (``max_execution_time``...).
     """
-    settings: dict[str, Any] = {"readonly": 1} if readonly else {}
+    # `readonly` goes last: once it is set, ClickHouse refuses to change other settings.
+    settings: dict[str, Any] = {**(limits or {}), **({"readonly": 1} if readonly else {})}
     try:
         if url:
             return clickhouse_connect.get_client(dsn=url, database=database, settings=settings)
@@ -97,6 +107,8 @@ class ClickHouseSink:
         self._capacity.set()
         self._wake = asyncio.Event()
         self.last_error: FlushFailed | None = None
+        #: Wall-clock time of the first failure since the last successful flush (None: healthy).
+        self.failing_since: float | None = None
         self.flushes = 0
 
     # --- adding ----------------------------------------------------------------
@@ -164,6 +176,7 @@ class ClickHouseSink:
             self._inflight = None
             self.flushes += 1
             self.last_error = None
+            self.failing_since = None
             for ack in batch.acks:
                 ack()
             self.observer.backlog(self.backlog_rows)
@@ -206,9 +219,14 @@ class ClickHouseSink:
             try:
                 await self.flush()
             except FlushFailed as exc:
-                self.last_error = exc
+                self._failed(exc)
                 log.warning("%s; retrying in %.1fs", exc, exc.retry_after)
                 await asyncio.sleep(exc.retry_after)
+
+    def _failed(self, exc: FlushFailed) -> None:
+        self.last_error = exc
+        if self.failing_since is None:
+            self.failing_since = time.time()
 
     async def drain(self, timeout: float = 30.0) -> bool:
         """Flush everything buffered, retrying until ``timeout``; True if nothing is left."""
@@ -217,7 +235,7 @@ class ClickHouseSink:
             try:
                 await self.flush()
             except FlushFailed as exc:
-                self.last_error = exc
+                self._failed(exc)
                 if time.monotonic() + exc.retry_after > deadline:
                     return False
                 await asyncio.sleep(exc.retry_after)

@@ -35,9 +35,10 @@ from sinks.privacy import Pseudonymizer, load_or_create_key
 from streams.app import INPUT_STREAMS, OUTPUT_TOPICS, PulseApp
 from streams.broker import EmbeddedBroker, ensure_topics, wait_for_broker
 from streams.config import Settings
-from streams.http import PulseHTTPServer
 from streams.metrics import PulseMetrics
 from streams.pipeline import Pipeline, Scorer
+from streams.web import WebServer, create_app
+from streams.web.wiring import web_deps
 
 __all__ = ["Runtime", "MetricsObserver", "instance_file", "read_instance"]
 
@@ -154,7 +155,7 @@ class Runtime:
         self.serve_http = serve_http
         self.announce = announce
         self.broker: EmbeddedBroker | None = None
-        self.http: PulseHTTPServer | None = None
+        self.http: WebServer | None = None
         self.thread: _WorkerThread | None = None
         self.pipeline: Pipeline | None = None
         self.scorer: Scorer | None = None
@@ -219,9 +220,8 @@ class Runtime:
             self.stop()
             raise RuntimeError(f"the Faust worker did not start: {error!r}")
         if self.serve_http:
-            self.http = PulseHTTPServer(
-                s.metrics_host, s.metrics_port, self.metrics.registry, self.status, self.query
-            ).start()
+            app = create_app(web_deps(self))
+            self.http = WebServer(app, s.metrics_host, s.metrics_port).start()
         if self.announce:
             self._announce()
         return self
