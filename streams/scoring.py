@@ -120,6 +120,7 @@ class StreamScorer:
         self._dirty: dict[str, int] = {}
         self.checkpoint_seconds = runtime.settings.checkpoint_seconds
         self._checkpointed_at = time.monotonic()
+        self._reported_hour: datetime | None = None  # models' live quality, see _model_report
         faust_app = getattr(runtime, "faust", None)
         self.table: StateTable | None = getattr(faust_app, "state", None)
         self.restored: dict[str, Any] | None = None  # set by the restore before the first batch
@@ -226,6 +227,7 @@ class StreamScorer:
         watermark = self.engine.watermark(CLOCK)
         if watermark is not None:
             self.metrics.event_time_watermark.set(watermark.timestamp())
+            records.extend((None, r) for r in self._model_report(watermark))
         if records:
             self._emit(records, sink)
             self._alert(records, items, watermark, sink)
@@ -244,6 +246,15 @@ class StreamScorer:
         self._dirty = {}
         self._checkpointed_at = wall
         return True
+
+    def _model_report(self, watermark: datetime) -> list[ModelMetrics]:
+        """Each model's live quality once per event-time hour (model_metrics rows and the
+        pulse_model_* gauges); before, only drift and promotion were reported."""
+        hour = watermark.replace(minute=0, second=0, microsecond=0)
+        if self._reported_hour is not None and hour <= self._reported_hour:
+            return []
+        self._reported_hour = hour
+        return [m for m in self.engine.model_metrics(hour) if m.labels_seen]
 
     def _emit(self, records: list[tuple[Inbound | None, Any]], sink: ClickHouseSink) -> None:
         scores: list[dict[str, Any]] = []

@@ -13,7 +13,7 @@ ClickHouse never holds member ids (a CRM holding the key maps them back).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -94,11 +94,24 @@ def scores_of(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _select(deps: WebDeps, sql: str, parameters: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
+    try:
+        return deps.select(sql, parameters)
+    except Exception as exc:  # ClickHouse away or overloaded: the caller may retry
+        raise HTTPException(
+            503, f"ClickHouse did not answer ({type(exc).__name__})", headers={"Retry-After": "1"}
+        ) from exc
+
+
 def members_router(deps: WebDeps, guard: Callable[[Request], Awaitable[None]]) -> APIRouter:
     router = APIRouter(tags=["members"], dependencies=[Depends(guard)])
     database = deps.settings.clickhouse_database
     latest_sql = latest_score_sql(database)
-    denied: dict[int | str, dict[str, Any]] = {401: {"model": Problem}, 403: {"model": Problem}}
+    denied: dict[int | str, dict[str, Any]] = {
+        401: {"model": Problem},
+        403: {"model": Problem},
+        503: {"model": Problem, "description": "ClickHouse did not answer"},
+    }
 
     @router.get(
         "/v1/members/{member_id}",
@@ -117,7 +130,7 @@ def members_router(deps: WebDeps, guard: Callable[[Request], Awaitable[None]]) -
             return MemberScore(
                 member_id=member_id, pseudonym=pseudonym, source="worker", **scores_of(local)
             )
-        rows = deps.select(latest_sql, {"pseudonym": pseudonym})
+        rows = _select(deps, latest_sql, {"pseudonym": pseudonym})
         if not rows:
             raise HTTPException(404, "no scores for this member")
         return MemberScore(
@@ -140,7 +153,7 @@ def members_router(deps: WebDeps, guard: Callable[[Request], Awaitable[None]]) -
         parameters: dict[str, Any] = {"limit": limit}
         if churn_risk is not None:
             parameters["risk"] = churn_risk
-        rows = deps.select(sql, parameters)
+        rows = _select(deps, sql, parameters)
         members = [
             MemberListItem(pseudonym=row["pseudonym"], **scores_of(row))
             for row in rows

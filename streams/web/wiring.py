@@ -95,7 +95,8 @@ def web_deps(
         result: bytes = reader.raw_query(sql, fmt=fmt)
         return result
 
-    app_limits = {**limits, "max_execution_time": min(5.0, s.query_max_execution_seconds)}
+    # Pulse's own reads (member API, live page) have fixed bounds, not the user's row limit.
+    app_limits = {**limits, "max_execution_time": 5.0, "max_result_rows": 10_000}
     pool = ReadPool(
         lambda: connect(
             s.clickhouse_url, s.clickhouse_database, s.data_path, readonly=True, limits=app_limits
