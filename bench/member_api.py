@@ -5,8 +5,10 @@ dir, the scorer), loads a simulated community through the pipeline and waits
 until it is stored, then sends requests on an open-loop schedule (request ``i`` is
 due at ``start + i / rate``, and its latency counts from that instant, so a slow
 answer delays nobody's measurement: no coordinated omission) over keep-alive
-loopback connections. Two phases: ``idle`` (the worker has nothing to ingest) and
-``ingesting`` (a second community is being published and scored meanwhile).
+loopback connections, from a separate process (a client in the worker's process
+would compete with it for the GIL and measure itself). Two phases: ``idle`` (the
+worker has nothing to ingest) and ``ingesting`` (a second community is being
+published and scored meanwhile).
 
 The lead wires it into ``python -m bench``; alone: ``python -m bench.member_api``.
 """
@@ -15,12 +17,14 @@ from __future__ import annotations
 
 import http.client
 import itertools
+import multiprocessing
 import random
 import statistics
 import tempfile
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -98,6 +102,12 @@ def load(
     }
 
 
+def _load_elsewhere(base_url: str, member_ids: list[str], rate: float, seconds: float) -> Any:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(load, base_url, member_ids, rate=rate, seconds=seconds).result()
+
+
 def run(
     *,
     members: int = 2000,
@@ -128,7 +138,7 @@ def run(
             wait_until(runtime.settled, 600, "the worker to settle")
             load_seconds = time.monotonic() - loaded
             ids = sorted({e["member_id"] for e in events})
-            idle = load(runtime.http.url, ids, rate=rate, seconds=seconds)
+            idle = _load_elsewhere(runtime.http.url, ids, rate, seconds)
 
             # A second community (other member ids, later event time) scored meanwhile.
             later = SimulationConfig(
@@ -145,7 +155,7 @@ def run(
             )
             publisher.start()
             started = time.monotonic()
-            busy = load(runtime.http.url, ids, rate=rate, seconds=seconds)
+            busy = _load_elsewhere(runtime.http.url, ids, rate, seconds)
             busy["events_per_second_ingested"] = round(
                 (runtime.status()["processed"] - before) / (time.monotonic() - started), 1
             )
@@ -176,7 +186,7 @@ def main() -> None:
         print(
             f"  {phase:<10} {r['requests']:,} GETs at {r['achieved_rate']}/s: p50 {r['p50_ms']} ms"
             f"  p95 {r['p95_ms']} ms  p99 {r['p99_ms']} ms  max {r['max_ms']} ms"
-            f"  statuses {r['statuses']}{extra}"
+            f"  mean service {r['mean_service_ms']} ms  statuses {r['statuses']}{extra}"
         )
 
 
