@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,13 +69,17 @@ def connect(
     *,
     readonly: bool = False,
     ca_file: str = "",
+    limits: Mapping[str, Any] | None = None,
 ) -> Client:
     """A clickhouse-connect client: a server over HTTP(S) if ``url``, else chDB in ``data_dir``.
 
-    chDB hosts one engine per process: clients on the same path share it. ``ca_file``
-    (``PULSE_CLICKHOUSE_CA_FILE``) verifies an https server's certificate.
+    chDB hosts one engine per process: clients on the same path share it (each
+    client has its own connection and settings). ``ca_file``
+    (``PULSE_CLICKHOUSE_CA_FILE``) verifies an https server's certificate. ``limits``
+    are ClickHouse settings every query of this client runs with (``max_execution_time``...).
     """
-    settings: dict[str, Any] = {"readonly": 1} if readonly else {}
+    # `readonly` goes last: once it is set, ClickHouse refuses to change other settings.
+    settings: dict[str, Any] = {**(limits or {}), **({"readonly": 1} if readonly else {})}
     try:
         if url:
             return clickhouse_connect.get_client(
@@ -159,6 +163,8 @@ class ClickHouseSink:
         self._capacity.set()
         self._wake = asyncio.Event()
         self.last_error: FlushFailed | None = None
+        #: Wall-clock time of the first failure since the last successful flush (None: healthy).
+        self.failing_since: float | None = None
         self.flushes = 0
 
     # --- adding ----------------------------------------------------------------
@@ -226,6 +232,7 @@ class ClickHouseSink:
             self._inflight = None
             self.flushes += 1
             self.last_error = None
+            self.failing_since = None
             for ack in batch.acks:
                 ack()
             self.observer.backlog(self.backlog_rows)
@@ -343,9 +350,14 @@ class ClickHouseSink:
             try:
                 await self.flush()
             except FlushFailed as exc:
-                self.last_error = exc
+                self._failed(exc)
                 log.warning("%s; retrying in %.1fs", exc, exc.retry_after)
                 await asyncio.sleep(exc.retry_after)
+
+    def _failed(self, exc: FlushFailed) -> None:
+        self.last_error = exc
+        if self.failing_since is None:
+            self.failing_since = time.time()
 
     async def drain(self, timeout: float = 30.0) -> bool:
         """Flush everything buffered, retrying until ``timeout``; True if nothing is left."""
@@ -354,7 +366,7 @@ class ClickHouseSink:
             try:
                 await self.flush()
             except FlushFailed as exc:
-                self.last_error = exc
+                self._failed(exc)
                 if time.monotonic() + exc.retry_after > deadline:
                     return False
                 await asyncio.sleep(exc.retry_after)

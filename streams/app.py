@@ -156,6 +156,11 @@ class PulseApp:
     async def _on_recovered(self, app: Any, **_: Any) -> None:
         self._recovered = True
 
+    def consumer_running(self) -> bool:
+        """Whether Faust's consumer runs (started, not stopping, not crashed)."""
+        consumer = self.app.consumer
+        return bool(consumer.state == "running" and not consumer.should_stop)
+
     def highwater(self, topic: str, partition: int) -> int | None:
         """The high watermark of an input from the consumer's latest fetch (None: unknown).
 

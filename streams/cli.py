@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from schemas.errors import PulseError
 from streams.config import Settings, SettingsError
-from streams.http import QUERY_FORMATS
 from streams.kafka_config import librdkafka_config
 from streams.runtime import Runtime, read_instance
+from streams.web.ops import QUERY_FORMATS
 
 if TYPE_CHECKING:
     from streams.replay import RefusedLine
@@ -41,6 +41,11 @@ log = logging.getLogger("pulse")
 
 def _settings() -> Settings:
     return Settings.from_env()
+
+
+def _auth_headers(settings: Settings) -> dict[str, str]:
+    """The running worker's API token, when one is set (never printed)."""
+    return {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
@@ -86,7 +91,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"{' (embedded Tansu)' if settings.embedded_kafka else ''}\n"
             f"  ClickHouse  {runtime.status()['clickhouse']}, "
             f"database {settings.clickhouse_database}\n"
-            f"  metrics     {http}/metrics\n"
+            f"  live page   {http}/\n"
+            f"  metrics     {http}/metrics   health {http}/healthz\n"
+            f"  API         POST {http}/v1/events   GET {http}/v1/members/<member id>\n"
             '  query       pulse query "SELECT event_type, count() FROM events GROUP BY event_type"'
             "\n  stop        Ctrl-C\n",
             flush=True,
@@ -239,7 +246,10 @@ def _replay_into_running(
     from streams.replay import Publisher, numbered_lines, store_refused, wait_until
 
     def status() -> dict[str, Any]:
-        with urllib.request.urlopen(f"{running['http']}/status", timeout=5) as response:  # noqa: S310
+        request = urllib.request.Request(  # noqa: S310 - our own worker's URL
+            f"{running['http']}/status", headers=_auth_headers(settings)
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
             result: dict[str, Any] = json.load(response)
             return result
 
@@ -287,7 +297,10 @@ def cmd_query(args: argparse.Namespace) -> int:
     running = read_instance(settings)
     if running and running.get("http"):
         request = urllib.request.Request(  # noqa: S310 - loopback URL of our own worker
-            f"{running['http']}/query?format={args.format}", data=args.sql.encode(), method="POST"
+            f"{running['http']}/query?format={args.format}",
+            data=args.sql.encode(),
+            method="POST",
+            headers={"Content-Type": "text/plain; charset=utf-8", **_auth_headers(settings)},
         )
         try:
             with urllib.request.urlopen(request, timeout=args.timeout) as response:  # noqa: S310
@@ -369,9 +382,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_schemas_export(args: argparse.Namespace) -> int:
     from schemas.export import export_json_schemas
+    from streams.web.openapi import export_openapi
 
     written = export_json_schemas(Path(args.dir))
-    print(f"wrote {len(written)} JSON Schema files to {args.dir}")
+    openapi = export_openapi(Path(args.dir))
+    print(f"wrote {len(written)} JSON Schema files and {openapi.name} (the HTTP API) to {args.dir}")
     return 0
 
 
@@ -436,7 +451,9 @@ def _parser() -> argparse.ArgumentParser:
 
     schemas = sub.add_parser("schemas", help="event schemas")
     schemas_sub = schemas.add_subparsers(dest="schemas_command", required=True)
-    export = schemas_sub.add_parser("export", help="write JSON Schema files for upstream teams")
+    export = schemas_sub.add_parser(
+        "export", help="write JSON Schema files and the HTTP API's OpenAPI for upstream teams"
+    )
     export.add_argument("dir")
     export.set_defaults(func=cmd_schemas_export)
 

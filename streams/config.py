@@ -170,10 +170,62 @@ class Settings:
         "PULSE_SINK_RETRY_MAX_SECONDS", 30.0, "Longest back-off between retries of a failed flush."
     )
     metrics_port: int = _num(  # type: ignore[assignment]
-        "PULSE_METRICS_PORT", 9464, "Port of the /metrics and /query endpoints (0: any free port)."
+        "PULSE_METRICS_PORT",
+        9464,
+        "Port of the worker's HTTP endpoint: /metrics, /healthz, the API and the live "
+        "community page (0: any free port).",
     )
     metrics_host: str = _env(
-        "PULSE_METRICS_HOST", "127.0.0.1", "Interface the /metrics endpoint binds to."
+        "PULSE_METRICS_HOST", "127.0.0.1", "Interface the HTTP endpoint binds to."
+    )
+    api_token: str = _env(
+        "PULSE_API_TOKEN",
+        "",
+        "Bearer token for every HTTP endpoint but /metrics and /healthz (Authorization: "
+        "Bearer <token>; browsers may send it as the Basic-auth password). Empty: those "
+        "endpoints answer loopback clients only. Never logged.",
+        secret=True,
+    )
+    http_cors_origins: str = _env(
+        "PULSE_HTTP_CORS_ORIGINS",
+        "",
+        "Comma-separated origins allowed to call the HTTP API from a browser (CORS), e.g. "
+        "https://app.example.com; * for any. Empty: no CORS headers.",
+    )
+    http_max_body_bytes: int = _num(  # type: ignore[assignment]
+        "PULSE_HTTP_MAX_BODY_BYTES",
+        1048576,
+        "Largest request body the collector (POST /v1/events) and POST /query accept.",
+    )
+    http_max_events: int = _num(  # type: ignore[assignment]
+        "PULSE_HTTP_MAX_EVENTS", 500, "Most events one POST /v1/events request may carry."
+    )
+    http_produce_timeout_seconds: float = _num(
+        "PULSE_HTTP_PRODUCE_TIMEOUT_SECONDS",
+        5.0,
+        "How long the collector waits for the broker to confirm a request's events before "
+        "it answers 503 with Retry-After.",
+    )
+    health_sink_failure_seconds: float = _num(
+        "PULSE_HEALTH_SINK_FAILURE_SECONDS",
+        60.0,
+        "/healthz answers 503 once ClickHouse inserts have failed for this long without a success.",
+    )
+    query_max_execution_seconds: float = _num(
+        "PULSE_QUERY_MAX_EXECUTION_SECONDS",
+        10.0,
+        "max_execution_time of POST /query and pulse query on a running worker.",
+    )
+    query_max_memory_bytes: int = _num(  # type: ignore[assignment]
+        "PULSE_QUERY_MAX_MEMORY_BYTES",
+        1073741824,
+        "max_memory_usage of POST /query and pulse query on a running worker.",
+    )
+    query_max_result_rows: int = _num(  # type: ignore[assignment]
+        "PULSE_QUERY_MAX_RESULT_ROWS",
+        100000,
+        "max_result_rows of POST /query and pulse query on a running worker (more rows: "
+        "an error, never a truncated answer).",
     )
     pseudonym_key: str = _env(
         "PULSE_PSEUDONYM_KEY",
@@ -353,6 +405,23 @@ class Settings:
             raise SettingsError("PULSE_INPUT_IDLE_SECONDS must be > 0, PULSE_MAX_HELD_EVENTS >= 1")
         if self.checkpoint_seconds < 0:
             raise SettingsError("PULSE_CHECKPOINT_SECONDS must be >= 0")
+        if self.http_max_body_bytes < 1024 or self.http_max_events < 1:
+            raise SettingsError(
+                "PULSE_HTTP_MAX_BODY_BYTES must be >= 1024 and PULSE_HTTP_MAX_EVENTS >= 1"
+            )
+        if self.http_produce_timeout_seconds <= 0 or self.health_sink_failure_seconds <= 0:
+            raise SettingsError(
+                "PULSE_HTTP_PRODUCE_TIMEOUT_SECONDS and PULSE_HEALTH_SINK_FAILURE_SECONDS "
+                "must be > 0"
+            )
+        if (
+            self.query_max_execution_seconds <= 0
+            or self.query_max_memory_bytes < 1
+            or self.query_max_result_rows < 1
+        ):
+            raise SettingsError("the PULSE_QUERY_MAX_* limits must be > 0")
+        if any(c.isspace() or c in "\"'" for c in self.api_token):
+            raise SettingsError("PULSE_API_TOKEN must not contain spaces or quotes")
         if not 0 <= self.max_future_skew_seconds <= MAX_FUTURE_SKEW_SECONDS:
             raise SettingsError("PULSE_MAX_FUTURE_SKEW_SECONDS must be between 0 and 366 days")
         self.min_event_time_utc  # noqa: B018 - parses and checks PULSE_MIN_EVENT_TIME
@@ -463,6 +532,11 @@ class Settings:
         if self.state_store:
             return self.state_store
         return "clickhouse" if self.embedded_kafka else "kafka"
+
+    @property
+    def cors_origins(self) -> list[str]:
+        """``PULSE_HTTP_CORS_ORIGINS`` as a list (empty: CORS off)."""
+        return [o.strip() for o in self.http_cors_origins.split(",") if o.strip()]
 
     @property
     def commits_topic(self) -> str:

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-__all__ = ["PulseMetrics"]
+__all__ = ["PulseMetrics", "HttpMetrics"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 _FRESHNESS_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 
@@ -222,5 +223,41 @@ class PulseMetrics:
             "pulse_webhook_deliveries_total",
             "Alert webhook delivery attempts, by outcome.",
             ["rule", "outcome"],
+            registry=r,
+        )
+
+
+class HttpMetrics:
+    """The HTTP endpoint's metric families (:mod:`streams.web`), on the worker's registry.
+
+    ``route`` is the route's template (``/v1/members/{member_id}``), never the path a
+    client sent: a path may carry a member id.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.requests = Counter(
+            "pulse_http_requests_total",
+            "HTTP requests answered, by route template, method and status code.",
+            ["route", "method", "code"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "pulse_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template.",
+            ["route"],
+            buckets=_HTTP_BUCKETS,
+            registry=r,
+        )
+        self.collector_events = Counter(
+            "pulse_collector_events_total",
+            "Events received by POST /v1/events, by outcome (accepted or rejected) and "
+            "rejection reason (none when accepted).",
+            ["outcome", "reason"],
+            registry=r,
+        )
+        self.collector_unavailable = Counter(
+            "pulse_collector_unavailable_total",
+            "POST /v1/events requests answered 503 because the broker did not confirm in time.",
             registry=r,
         )

@@ -86,9 +86,6 @@ class Pipeline:
         """Move horizons when input stops, and checkpoint what is due (a 1 s timer)."""
         async with self.lock:
             wall = time.monotonic()
-            if self.ready() and self.assigned:
-                for number in sorted(self.assigned):
-                    await self._task(number)
             for task in list(self.tasks.values()):
                 task.release(wall)
                 if task.due(wall):
@@ -252,6 +249,23 @@ class Pipeline:
             batch_ids.add(event_id)
             fresh.append((item, event))
         return fresh
+
+    # --- what the HTTP endpoint reads (from its own thread) ----------------------------------
+    def local_member(self, member_id: str) -> dict[str, Any] | None:
+        """The member's scores from this worker's state (None: not a member of a task
+        here). Computed with the task's current models at the member's last score."""
+        for task in list(self.tasks.values()):
+            try:
+                row = task.member_scores(member_id)
+            except Exception:  # the task moved on under our feet: ClickHouse answers
+                return None
+            if row is not None:
+                return row
+        return None
+
+    def suppressed(self, pseudonym: str) -> bool:
+        """Whether a member (by pseudonym) withdrew analytics consent, on a task here."""
+        return any(pseudonym in task.opted_out for task in list(self.tasks.values()))
 
     # --- what status and metrics read ----------------------------------------------------
     @property

@@ -41,12 +41,13 @@ from streams.app import INPUT_STREAMS, OUTPUT_TOPICS, PulseApp
 from streams.broker import EmbeddedBroker, cluster_id, ensure_topics, wait_for_broker
 from streams.checkpoint_store import Checkpoints, ClickHouseCheckpoints, KafkaCheckpoints
 from streams.config import Settings, redact_url
-from streams.http import PulseHTTPServer
 from streams.kafka_config import librdkafka_config
 from streams.metrics import PulseMetrics
 from streams.outputs import OutputProducer
 from streams.pipeline import Pipeline
 from streams.task import TaskContext
+from streams.web import WebServer, create_app
+from streams.web.wiring import web_deps
 from streams.webhooks import WebhookSender
 
 __all__ = ["Runtime", "MetricsObserver", "build_pipeline", "instance_file", "read_instance"]
@@ -237,7 +238,7 @@ class Runtime:
         self.serve_http = serve_http
         self.announce = announce
         self.broker: EmbeddedBroker | None = None
-        self.http: PulseHTTPServer | None = None
+        self.http: WebServer | None = None
         self.thread: _WorkerThread | None = None
         self.pipeline: Pipeline | None = None
         self.webhooks: WebhookSender | None = None
@@ -299,9 +300,13 @@ class Runtime:
         if consume:
             self.consume(timeout)
         if self.serve_http:
-            self.http = PulseHTTPServer(
-                s.metrics_host, s.metrics_port, self.metrics.registry, self.status, self.query
-            ).start()
+            pipeline = self.pipeline
+            assert pipeline is not None
+            deps = web_deps(
+                self, local_member=pipeline.local_member, suppressed=pipeline.suppressed
+            )
+            app = create_app(deps)
+            self.http = WebServer(app, s.metrics_host, s.metrics_port).start()
         if self.announce:
             self._announce()
         return self

@@ -36,13 +36,14 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from schemas.envelope import EventBase
 from scoring.alerts import AlertEngine, AlertRecord, RuleSet
+from scoring.clock import from_ts
 from scoring.config import ScoringConfig
 from scoring.engine import ScoringEngine
 from scoring.records import LabelApplied, LifecycleTransition, ModelMetrics, ScoreRecord
@@ -71,6 +72,8 @@ from streams.webhooks import outbox_rows
 __all__ = ["PartitionTask", "TaskContext", "Inbound"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: A checkpoint is taken at once when this many members changed since the last one.
 CHECKPOINT_MEMBERS = 20_000
@@ -116,6 +119,9 @@ class TaskContext:
     idle_seconds: float
     max_held: int
     highwater: HighWater | None
+    #: what is failing and retried (e.g. a restore while ClickHouse is away) -> since when
+    #: (wall-clock seconds): /healthz reports it
+    failing: dict[str, float] = field(default_factory=dict)
 
 
 class PartitionTask:
@@ -155,18 +161,32 @@ class PartitionTask:
         # request is committed): part of the task record, so a crash does not forget one
         self.erasures: list[str] = []
         self.withheld = 0  # events of members without analytics consent: not stored
+        self.opted_out: set[str] = set()  # pseudonyms of members without analytics consent
         self.erased_events = 0  # events rows deleted by erasures
         self._erasing: asyncio.Future[None] | None = None
 
     # --- restore -----------------------------------------------------------------------
     async def restore(self) -> None:
-        """Come back from the newest committed checkpoint (see the module docstring)."""
+        """Come back from the newest committed checkpoint (see the module docstring).
+
+        ClickHouse or the broker away holds the restore (and so the partition's
+        events), retried with back-off: nothing of the task is applied before it."""
         ctx = self.ctx
         started = time.monotonic()
-        restored = await ctx.store.load(self.number)
+        restored = await _retrying(
+            ctx.failing, f"task {self.number}: reading its checkpoint", ctx.store.load, self.number
+        )
         commit = restored.commit if restored is not None else None
-        self.rolled_back = await asyncio.to_thread(
-            roll_back, ctx.clickhouse, ctx.database, self.number, commit, ctx.store.kind
+        self.rolled_back = await _retrying(
+            ctx.failing,
+            f"task {self.number}: rolling back uncommitted rows",
+            asyncio.to_thread,
+            roll_back,
+            ctx.clickhouse,
+            ctx.database,
+            self.number,
+            commit,
+            ctx.store.kind,
         )
         if commit is not None:
             self.seq = commit.seq
@@ -174,7 +194,14 @@ class PartitionTask:
             if commit.broker == ctx.broker_id:
                 self.applied.update(commit.inputs)
                 if ctx.store.kind == "kafka" and commit.outputs:
-                    skip = await asyncio.to_thread(produced_after, ctx.bootstrap, commit)
+                    skip = await _retrying(
+                        ctx.failing,
+                        f"task {self.number}: reading its uncommitted outputs",
+                        asyncio.to_thread,
+                        produced_after,
+                        ctx.bootstrap,
+                        commit,
+                    )
                     ctx.outputs.skip[self.number] = skip
                     self.skipped_outputs = len(skip)
         if restored is not None:
@@ -197,6 +224,8 @@ class PartitionTask:
                 continue
             state = MemberState.from_dict(json.loads(sealer.open(sealed)))
             self.engine.load_member(state, self.number)
+            if state.opted_out:
+                self.opted_out.add(self.ctx.pseudonym(state.member_id))
         self.restored_members = len(self.engine.states)
         if task_record:
             data = json.loads(sealer.open(task_record))
@@ -280,6 +309,12 @@ class PartitionTask:
                 continue
             if event_type == "erasure_requested":
                 checkpoint.erasures.append(self.ctx.pseudonym(event.member_id))
+            elif event_type == "consent_changed":
+                member = self.ctx.pseudonym(event.member_id)
+                if self.engine.opted_out(event.member_id):
+                    self.opted_out.add(member)
+                else:
+                    self.opted_out.discard(member)
             checkpoint.members.add(event.member_id)
             checkpoint.add_rows("events", [self._event_row(item, event, checkpoint.tags)])
             checkpoint.event_ids.append(event_id)
@@ -568,6 +603,18 @@ class PartitionTask:
         if self._erasing is not None:
             await self._erasing
 
+    def member_scores(self, member_id: str) -> dict[str, Any] | None:
+        """The member's scores at its last score, as ``member_scores`` has them (None: not
+        a member of this task, or one who withdrew analytics consent)."""
+        state = self.engine.states.get(member_id)
+        if state is None or state.last_scored_at is None or self.engine.opted_out(member_id):
+            return None
+        row = self.engine.score_member(member_id, from_ts(state.last_scored_at)).to_row()
+        for name in ("scored_at", "last_event_at"):  # milliseconds, as ClickHouse keeps them
+            moment = row[name]
+            row[name] = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+        return row
+
     def reset_intake(self) -> None:
         """After a revocation: held events are dropped (the broker redelivers them to the
         next owner -- maybe this worker again), and offsets are tracked afresh, from
@@ -605,3 +652,29 @@ class PartitionTask:
             "rolled_back_rows": sum(self.rolled_back.values()),
             "skipped_outputs": self.skipped_outputs,
         }
+
+
+async def _retrying(
+    failing: dict[str, float], what: str, call: Callable[..., Awaitable[T]], *args: Any
+) -> T:
+    """``await call(*args)``, retried with back-off (0.2 s doubling, at most 10 s) while
+    it fails: a component that is away holds the task instead of crashing the worker.
+    ``failing`` names it while it fails (for /healthz)."""
+    attempt = 0
+    while True:
+        try:
+            result = await call(*args)
+            failing.pop(what, None)
+            return result
+        except Exception as exc:
+            attempt += 1
+            failing.setdefault(what, time.time())
+            delay = min(10.0, 0.2 * 2.0 ** min(attempt, 6))
+            log.warning(
+                "%s failed (%s: %s); retrying in %.1fs",
+                what,
+                type(exc).__name__,
+                str(exc).splitlines()[0][:160] if str(exc) else "",
+                delay,
+            )
+            await asyncio.sleep(delay)
