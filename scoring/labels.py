@@ -30,9 +30,17 @@ from array import array
 from dataclasses import dataclass
 
 from scoring.activity import CHURN_EVENT_TYPES, PURCHASE_EVENT_TYPES, Applied
+from scoring.config import ScoringConfig
 from scoring.state import MemberState, Snapshot, Ticket
 
-__all__ = ["Resolution", "add_snapshot", "resolve_on_event", "resolve_expired", "next_deadline"]
+__all__ = [
+    "Resolution",
+    "add_snapshot",
+    "resolve_on_event",
+    "resolve_expired",
+    "next_deadline",
+    "takes_churn_label",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +53,23 @@ class Resolution:
     ticket: Ticket
     label: int
     label_at: float
+
+
+def takes_churn_label(recency_days: float, config: ScoringConfig) -> bool:
+    """Whether a member silent for ``recency_days`` gets a churn snapshot when scored.
+
+    Members silent for less than the churn window always qualify (every
+    ``snapshot_interval_days``); lapsed members only at the lapsed-label boundaries
+    (``lapsed_label_windows``), so the models also learn who comes back after a long
+    silence.
+
+    >>> config = ScoringConfig(churn_window_days=30.0)
+    >>> [takes_churn_label(d, config) for d in (0.0, 29.9, 30.0, 45.0, 50.0, 120.0, 121.0)]
+    [True, True, False, True, False, True, False]
+    """
+    if recency_days < config.churn_window_days:
+        return True
+    return any(abs(recency_days - d) < 1e-3 for d in config.lapsed_label_days)
 
 
 def add_snapshot(
