@@ -50,6 +50,9 @@ __all__ = ["Served", "ModelSlot", "ModelBank", "CHURN", "CONVERSION", "CLIP"]
 CHURN = "churn"
 CONVERSION = "conversion"
 
+# labels between two checks of the recency gate (two AUCs over 320 bins each)
+_GATE_EVERY = 64
+
 # river's drift detectors are untyped; one typed alias keeps mypy strict elsewhere.
 _ADWIN: Any = drift.ADWIN
 
@@ -201,7 +204,8 @@ class ModelSlot:
 
         self.champion.learn(vector, y)
         self.challenger.learn(vector, y)
-        self._gate()
+        if self.labels_seen % _GATE_EVERY == 0:
+            self._gate()
         return drifted, promoted
 
     def _gate(self) -> None:

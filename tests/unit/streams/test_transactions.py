@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -126,3 +127,44 @@ def test_file_errors(tmp_path: Path) -> None:
     )
     with pytest.raises(BadRow, match=r"not a date in %d\.%m\.%Y"):
         _parse("customer,day,paid\na,1997-01-01,1\n", wrong_format)
+
+
+def test_pulse_evaluate_transactions_in_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI end to end on a small real log: the report and a typed error."""
+    from streams.cli import main
+
+    root = Path(__file__).resolve().parents[3]
+    sample = root / "data" / "cdnow" / "CDNOW_sample.csv"
+    small = tmp_path / "small.csv"
+    lines = sample.read_text().splitlines()
+    small.write_text("\n".join(lines[:1] + [x for x in lines[1:] if x.split(",")[1] < "0700"]))
+    code = main(
+        [
+            "evaluate",
+            "--no-pipeline",
+            "--transactions",
+            str(small),
+            "--amount-column",
+            "dollar_value",
+            "--cutoff",
+            "1997-09-30",
+            "--holdout-days",
+            "273",
+            "--churn-window-days",
+            "90",
+            "--partitions",
+            "2",
+            "--json",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    report = json.loads(out[out.index("{") :])
+    assert report["partitions"] == 2 and report["members"] > 500
+    assert report["holdout_days"] == 273.0 and report["churn_window_days"] == 90.0
+    assert report["bgnbd"]["auc"] > 0.6 and report["recency"]["auc"] > 0.6
+    code = main(["evaluate", "--no-pipeline", "--transactions", str(small)])
+    assert code == 1
+    assert "no amount column 'amount'" in capsys.readouterr().err
