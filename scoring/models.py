@@ -76,6 +76,14 @@ def _vector(x: Mapping[str, float]) -> list[float]:
     return [x.get(name, 0.0) for name in FEATURE_NAMES]
 
 
+class Learner:
+    """The SGD learner of checkpoint format 1, kept only so that such checkpoints unpickle
+    (:meth:`ModelSlot.__setstate__` then starts the slot's learners afresh)."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
 class ModelSlot:
     """Prior, champion and challenger of one target, with live quality and drift."""
 
@@ -111,6 +119,16 @@ class ModelSlot:
         self.drifts = 0
         self.promotions = 0
         self.fallbacks = 0
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "prior_serves" in state:
+            self.__dict__.update(state)
+            return
+        # a checkpoint of format 1 (SGD learners): its learners cannot serve in this
+        # version; the slot starts afresh from the prior and learns again from labels
+        self.__init__(  # type: ignore[misc]
+            state["name"], state["prior"], state["config"], state["_seed"]
+        )
 
     def _new_challenger(self) -> RefitLearner:
         self._spawned += 1

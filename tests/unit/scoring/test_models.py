@@ -162,3 +162,18 @@ def test_the_prior_keeps_serving_where_recency_is_all_there_is() -> None:
         slot.learn(x, int(recency > 15.0), slot.serve(x).probability)
     assert slot.champion.fitted and slot._ready(slot.champion)
     assert slot.version == "churn-prior"
+
+
+def test_a_checkpoint_of_the_sgd_format_restores_to_fresh_learners(make_event: MakeEvent) -> None:
+    """A models checkpoint written by the previous version (SGD learners, checkpoint
+    format 1) restores: the slots start again from the prior and learn on."""
+    from pathlib import Path
+
+    blob = (Path(__file__).parent / "data" / "models-v1.ckpt").read_bytes()
+    engine = ScoringEngine(CONFIG)
+    engine.restore_models(blob)
+    assert engine.models.churn.version == "churn-prior"
+    assert engine.models.population is not None
+    _story(engine, make_event, 0, 120)
+    assert engine.models.churn.version == "churn-logreg-v1"
+    assert engine.score_member("m-1", day(41)).churn_model == "model"
