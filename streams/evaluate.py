@@ -247,9 +247,14 @@ def _print_purchase_log(report: dict[str, Any], elapsed: float) -> None:
     )
     print(f"{'churn score':<34} {'AUC':>6}  {'log loss':>8}  {'ECE':>6}  {'mean':>6}")
     versions = ", ".join(f"{v} x{n:,}" for v, n in sorted(report["model_versions"].items()))
+    if report["source"] == "pipeline":
+        served = "Pulse served (pipeline's member_scores)"
+        emitted = "Pulse latest emitted (in process)"
+    else:
+        served, emitted = f"Pulse at the cutoff ({versions})", "Pulse latest emitted score"
     rows: list[tuple[str, dict[str, Any]]] = [
-        (f"Pulse at the cutoff ({versions})", report["model"]),
-        ("Pulse latest emitted score", report["latest_emitted"]),
+        (served, report["model"]),
+        (emitted, report["latest_emitted"]),
         ("recency (days since last purchase)", report["recency"]),
         ("frequency (purchase days)", report["frequency"]),
         ("RFM (quintiles)", report["rfm"]),
