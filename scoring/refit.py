@@ -78,8 +78,9 @@ class RefitLearner:
         self.refit_every = refit_every
         self._rng = random.Random(seed)  # noqa: S311 - sampling, not security
         d = len(self.names)
-        self._x = np.zeros((capacity, d), dtype=np.float16)
-        self._y = np.zeros(capacity, dtype=np.int8)
+        # rows grow with the sample (doubling), so a young model checkpoints small
+        self._x = np.zeros((min(capacity, 64), d), dtype=np.float16)
+        self._y = np.zeros(min(capacity, 64), dtype=np.int8)
         self._heap: list[tuple[float, int]] = []  # (-key, row): the largest key on top
         self._seen = 0
         self._since_fit = 0
@@ -109,6 +110,7 @@ class RefitLearner:
         else:
             row = -1
         if row >= 0:
+            self._room(row + 1)
             values = np.zeros(len(self.names))
             n = min(len(vector), len(self.names))
             values[:n] = vector[:n]
@@ -158,6 +160,17 @@ class RefitLearner:
         self.fits += 1
         self._compile(w, mean, std, used)
 
+    def _room(self, rows: int) -> None:
+        """Grow the sample's arrays (doubling, up to the capacity) to hold ``rows``."""
+        have = len(self._y)
+        if rows <= have:
+            return
+        size = min(self.capacity, max(rows, 2 * have))
+        x = np.zeros((size, len(self.names)), dtype=np.float16)
+        y = np.zeros(size, dtype=np.int8)
+        x[:have], y[:have] = self._x, self._y
+        self._x, self._y = x, y
+
     def _start(
         self, mean: np.ndarray, std: np.ndarray, used: np.ndarray, base: float
     ) -> np.ndarray:
@@ -192,6 +205,7 @@ class RefitLearner:
         """Take over another learner's sample and refit at once (a promotion)."""
         n = min(len(other._heap), self.capacity)
         rows = [row for _, row in heapq.nsmallest(n, other._heap)]
+        self._room(n)
         self._x[:n] = other._x[rows]
         self._y[:n] = other._y[rows]
         # the adopted sample counts as drawn now, on this learner's clock
