@@ -173,7 +173,7 @@ class CommunityNpsLowRule(_RuleBase):
 MemberRule = ChurnRiskRule | EngagementDropRule | LifecycleRegressionRule
 CommunityRule = CommunityEngagementDropRule | CommunityNpsLowRule
 Rule = Annotated[MemberRule | CommunityRule, Field(discriminator="kind")]
-_RULE: TypeAdapter[MemberRule | CommunityRule] = TypeAdapter(Rule)  # type: ignore[arg-type]
+_RULE: TypeAdapter[MemberRule | CommunityRule] = TypeAdapter(Rule)
 _COMMUNITY_KINDS = ("community_engagement_drop", "community_nps_low")
 _RULE_KIND_TAGS = {"churn_risk", "engagement_drop", "lifecycle_regression", *_COMMUNITY_KINDS}
 
