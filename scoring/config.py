@@ -33,6 +33,12 @@ class ScoringConfig:
         the ``at_risk`` lifecycle stage.
         ``intent_content_views``: decayed views of product content (guides, calculators;
         short half-life) that count as purchase intent for the lifecycle.
+        ``lapsed_label_windows``: silences, in churn windows, past the churn window at
+        which a lapsed member is re-scored and gets a churn snapshot too (labelled 0 if
+        the member comes back within the window): the models then learn who returns
+        after a long silence instead of extrapolating to members they never saw
+        (most of a retail base, whose purchase cycle is longer than any window). Empty:
+        snapshots stop at the churn window.
 
     Decay
         ``short_half_life_days`` / ``engagement_half_life_days`` / ``long_half_life_days``:
@@ -51,13 +57,22 @@ class ScoringConfig:
 
     Models
         ``min_labels_for_model``: labels (and at least a tenth of it of each class) a
-        model must have learned before it replaces the prior.
-        ``learning_rate`` / ``challenger_learning_rate`` / ``l2``: SGD step of the
-        champion and the challenger, and the L2 penalty of both.
+        model must have learned before it may replace the prior; it replaces it once it
+        ranks the labels both were scored on at least as well (ROC AUC), and gives way
+        to it again while it trails by more than ``fallback_auc_margin``.
+        ``prior_auc_tolerance``: how far below the prior's AUC a champion may be and
+        still replace it (0: never rank worse than the prior).
+        ``reservoir_labels`` / ``reservoir_half_life_labels``: the champion's sample of
+        labelled examples and its forgetting (weights double every half-life labels);
+        ``challenger_reservoir_labels`` / ``challenger_reservoir_half_life_labels``: the
+        same for the challenger (smaller, quicker to forget: it adapts to drift).
+        ``refit_every_labels``: labels between two refits of the champion (a quarter of
+        it for the smaller challenger).
+        ``l2``: L2 penalty of the logistic regressions on standardised features.
         ``risk_medium_min`` / ``risk_high_min``: churn probability where the ``medium``
         and ``high`` risk bands start (low < 0.3 <= medium < 0.6 <= high by default).
         ``top_drivers``: number of signed contributions reported per score.
-        ``seed``: seeds every random choice (model initialisation); equal seeds and equal
+        ``seed``: seeds every random choice (reservoir sampling); equal seeds and equal
         event sequences give equal outputs.
 
     Live quality and drift
@@ -85,6 +100,7 @@ class ScoringConfig:
     conversion_snapshot_interval_days: float = 28.0
     max_pending_snapshots: int = 8
     at_risk_silence_days: float = 14.0
+    lapsed_label_windows: tuple[float, ...] = (1.5, 2.0, 3.0, 4.0)
     intent_content_views: float = 3.0
 
     short_half_life_days: float = 7.0
@@ -99,9 +115,14 @@ class ScoringConfig:
     min_population: int = 100
     engagement_scale: float = 20.0
 
-    learning_rate: float = 0.02
-    challenger_learning_rate: float = 0.08
-    l2: float = 1e-4
+    reservoir_labels: int = 8000
+    reservoir_half_life_labels: float = 50_000.0
+    challenger_reservoir_labels: int = 1000
+    challenger_reservoir_half_life_labels: float = 3_000.0
+    refit_every_labels: int = 1000
+    fallback_auc_margin: float = 0.01
+    prior_auc_tolerance: float = 0.0
+    l2: float = 1.0
     risk_medium_min: float = 0.3
     risk_high_min: float = 0.6
     top_drivers: int = 5
@@ -127,8 +148,8 @@ class ScoringConfig:
             "long_half_life_days": self.long_half_life_days,
             "population_half_life_days": self.population_half_life_days,
             "engagement_scale": self.engagement_scale,
-            "learning_rate": self.learning_rate,
-            "challenger_learning_rate": self.challenger_learning_rate,
+            "reservoir_half_life_labels": self.reservoir_half_life_labels,
+            "challenger_reservoir_half_life_labels": self.challenger_reservoir_half_life_labels,
             "metrics_half_life_labels": self.metrics_half_life_labels,
             "challenger_half_life_labels": self.challenger_half_life_labels,
             "drift_delta": self.drift_delta,
@@ -142,6 +163,9 @@ class ScoringConfig:
             raise ConfigError("silence_boundaries_days must be a non-empty tuple of days > 0")
         if list(self.silence_boundaries_days) != sorted(set(self.silence_boundaries_days)):
             raise ConfigError("silence_boundaries_days must be strictly increasing")
+        lapsed = list(self.lapsed_label_windows)
+        if lapsed != sorted(set(lapsed)) or any(k <= 1.0 for k in lapsed):
+            raise ConfigError("lapsed_label_windows must be strictly increasing and > 1")
         if not self.short_half_life_days < self.long_half_life_days:
             raise ConfigError("short_half_life_days must be below long_half_life_days")
         if not 0 < self.risk_medium_min < self.risk_high_min < 1:
@@ -155,11 +179,16 @@ class ScoringConfig:
             "recent_event_ids": self.recent_event_ids,
             "min_population": self.min_population,
             "drift_patience_labels": self.drift_patience_labels,
+            "refit_every_labels": self.refit_every_labels,
         }.items():
             if count < 1:
                 raise ConfigError(f"{name} must be >= 1, got {count!r}")
         if self.l2 < 0 or self.dormant_activity_floor < 0 or self.promotion_margin < 0:
             raise ConfigError("l2, dormant_activity_floor and promotion_margin must be >= 0")
+        if self.reservoir_labels < 2 or self.challenger_reservoir_labels < 2:
+            raise ConfigError("reservoir_labels and challenger_reservoir_labels must be >= 2")
+        if self.fallback_auc_margin < 0 or self.prior_auc_tolerance < 0:
+            raise ConfigError("fallback_auc_margin and prior_auc_tolerance must be >= 0")
 
     @property
     def half_lives_seconds(self) -> tuple[float, float, float]:
@@ -172,6 +201,19 @@ class ScoringConfig:
 
     @property
     def timer_boundaries_days(self) -> tuple[float, ...]:
-        """Every silence length that needs a timer: re-scoring, at_risk and lapse."""
+        """Every silence length that needs a timer: re-scoring, at_risk, lapse, lapsed labels."""
         extra = {self.at_risk_silence_days, self.churn_window_days}
+        extra.update(self.lapsed_label_days)
         return tuple(sorted(set(self.silence_boundaries_days) | extra))
+
+    @property
+    def lapsed_label_days(self) -> tuple[float, ...]:
+        """Silences (days) past the churn window that take a churn snapshot."""
+        return tuple(k * self.churn_window_days for k in self.lapsed_label_windows)
+
+    @property
+    def churn_label_max_silence_days(self) -> float:
+        """Churn snapshots are taken of members silent for less than this (or exactly at
+        a lapsed-label boundary)."""
+        days = self.lapsed_label_days
+        return days[-1] if days else self.churn_window_days

@@ -49,6 +49,7 @@ from scoring.labels import (
     next_deadline,
     resolve_expired,
     resolve_on_event,
+    takes_churn_label,
 )
 from scoring.lifecycle import Facts, initial_stage, on_event, on_silence
 from scoring.models import ModelBank, ModelSlot, Served
@@ -440,7 +441,7 @@ class ScoringEngine:
     def _snapshot(self, state: MemberState, at: float, s: _Scored) -> None:
         config = self.config
         churn_ticket = conversion_ticket = None
-        if s.vector[_RECENCY] < config.churn_window_days and (
+        if takes_churn_label(s.vector[_RECENCY], config) and (
             state.last_snapshot_at is None
             or at - state.last_snapshot_at >= config.snapshot_interval_days * DAY - 1.0
         ):

@@ -23,6 +23,7 @@ annual premium -- quintile scores).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -33,13 +34,15 @@ from schemas.registry import EVENT_MODELS
 from scoring.activity import ACTIVITY_TYPES, CHURN_EVENT_TYPES, event_type_of
 from scoring.clock import DAY, from_ts, to_ts
 from scoring.config import ScoringConfig
-from scoring.engine import ScoringEngine
+from scoring.engine import EngineStats
+from scoring.partitions import PartitionedEngines
 from scoring.records import ModelMetrics
 
 __all__ = [
     "roc_auc",
     "calibration_table",
     "expected_calibration_error",
+    "log_loss",
     "recency_baseline",
     "rfm_baseline",
     "evaluate_offline",
@@ -104,6 +107,23 @@ def expected_calibration_error(table: Sequence[Mapping[str, float]]) -> float:
     return gap / total
 
 
+def log_loss(labels: Sequence[int], probabilities: Sequence[float]) -> float | None:
+    """Mean log loss (probabilities clipped to [1e-7, 1 - 1e-7]); None without labels.
+
+    >>> round(log_loss([1, 0], [0.8, 0.4]), 4)
+    0.367
+    """
+    if len(labels) != len(probabilities):
+        raise ValueError("labels and probabilities differ in length")
+    if not labels:
+        return None
+    total = 0.0
+    for y, p in zip(labels, probabilities, strict=True):
+        p = min(1.0 - 1e-7, max(1e-7, p))
+        total -= math.log(p) if y else math.log(1.0 - p)
+    return total / len(labels)
+
+
 def recency_baseline(last_activity: Mapping[str, float], at: float) -> dict[str, float]:
     """Days since each member's last activity (epoch seconds) at ``at``: a churn score."""
     return {member: max(0.0, (at - last) / DAY) for member, last in last_activity.items()}
@@ -143,6 +163,14 @@ def rfm_baseline(
     return {m: float(r[m] + f[m] + v[m]) for m in recency_days}
 
 
+def _total_stats(stats: Sequence[EngineStats]) -> EngineStats:
+    total = EngineStats()
+    for one in stats:
+        for name in vars(total):
+            setattr(total, name, getattr(total, name) + getattr(one, name))
+    return total
+
+
 def _event(item: EventBase | Mapping[str, Any]) -> EventBase:
     if isinstance(item, EventBase):
         return item
@@ -163,8 +191,12 @@ def evaluate_offline(
     cutoff: datetime,
     config: ScoringConfig,
     served: Mapping[str, tuple[float, float | None]] | None = None,
+    partitions: int = 1,
 ) -> dict[str, Any]:
     """Replay events up to ``cutoff``, score at it, and measure against what came after.
+
+    ``partitions`` splits members as the pipeline does, each partition with its own
+    models (:class:`~scoring.partitions.PartitionedEngines`; 1: one model bank for all).
 
     ``served``, when given, holds the scores a running pipeline stored for each member
     (churn probability, conversion probability): they replace the in-process engine's
@@ -180,7 +212,7 @@ def evaluate_offline(
     cut = to_ts(cutoff)
     churn_end = cut + config.churn_window_days * DAY
     conversion_end = cut + config.conversion_window_days * DAY
-    engine = ScoringEngine(config)
+    engines = PartitionedEngines(partitions, config)
     last_activity: dict[str, float] = {}
     recent_counts: dict[str, float] = {}
     frequency_from = cut - 90.0 * DAY
@@ -196,7 +228,7 @@ def evaluate_offline(
         member = event.member_id
         event_type = event_type_of(event)
         if at <= cut:
-            for record in engine.process(event):
+            for record in engines.process(event):
                 if isinstance(record, ModelMetrics):
                     model_events.append(record.to_row())
             processed += 1
@@ -215,15 +247,15 @@ def evaluate_offline(
         if event_type == "policy_purchased":
             bought_after.add(member)
     elapsed = time.perf_counter() - started
-    engine.advance(0, cutoff)
+    engines.advance(cutoff)
 
     window = config.churn_window_days * DAY
     # members who withdrew analytics consent are not scored, so not evaluated either
-    scored = {m for m in engine.states if not engine.opted_out(m)}
+    scored = {m for m in engines.members() if not engines.opted_out(m)}
     churn_members = sorted(
         m for m, last in last_activity.items() if cut - last < window and m in scored
     )
-    records = {m: engine.score_member(m, cutoff) for m in engine.states if m in scored}
+    records = {m: engines.score_member(m, cutoff) for m in engines.members() if m in scored}
     recency = recency_baseline(last_activity, cut)
     premium = {m: r.annual_premium for m, r in records.items()}
     rfm = rfm_baseline({m: recency.get(m, 365.0) for m in records}, recent_counts, premium)
@@ -245,9 +277,10 @@ def evaluate_offline(
     churn["calibration"] = table
     churn["calibration_error"] = round(expected_calibration_error(table), 4)
     churn["mean_probability"] = round(sum(churn_probs) / max(1, len(churn_probs)), 4)
-    churn["model_version"] = engine.models.churn.version
-    churn["drifts"] = engine.models.churn.drifts
-    churn["promotions"] = engine.models.churn.promotions
+    banks = [e.models for e in engines.engines]
+    churn["model_version"] = ",".join(sorted({b.churn.version for b in banks}))
+    churn["drifts"] = sum(b.churn.drifts for b in banks)
+    churn["promotions"] = sum(b.churn.promotions for b in banks)
     if truth is not None:
         truth_churn = {
             str(t["member_id"])
@@ -275,9 +308,9 @@ def evaluate_offline(
             "rfm": [rfm[m] for m in conversion_members],
         },
     )
-    conversion["model_version"] = engine.models.conversion.version
-    conversion["drifts"] = engine.models.conversion.drifts
-    conversion["promotions"] = engine.models.conversion.promotions
+    conversion["model_version"] = ",".join(sorted({b.conversion.version for b in banks}))
+    conversion["drifts"] = sum(b.conversion.drifts for b in banks)
+    conversion["promotions"] = sum(b.conversion.promotions for b in banks)
     return {
         "cutoff": from_ts(cut).isoformat(),
         "events_replayed": processed,
@@ -285,7 +318,8 @@ def evaluate_offline(
         "microseconds_per_event": round(1e6 * elapsed / max(1, processed), 1),
         "churn": churn,
         "conversion": conversion,
-        "model_metrics": [m.to_row() for m in engine.model_metrics(cutoff)],
+        "partitions": partitions,
+        "model_metrics": [m.to_row() for e in engines.engines for m in e.model_metrics(cutoff)],
         "model_events": model_events,
-        "engine": engine.stats,
+        "engine": _total_stats([e.stats for e in engines.engines]),
     }

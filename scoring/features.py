@@ -101,6 +101,10 @@ FEATURE_NAMES: tuple[str, ...] = (
     "quote_recent",
     "log_applications",
     "application_recent",
+    "recency_share",
+    "log_gap_silence",
+    "one_time",
+    "repeat_silence",
 )
 FEATURE_INDEX: dict[str, int] = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
@@ -230,7 +234,34 @@ def compute_features(
             _recent(state.last_quote_at, at, 30.0),
             math.log1p(state.applications),
             _recent(state.last_application_at, at, 30.0),
+            *_history(state, at, recency),
         ),
+    )
+
+
+def _history(state: MemberState, at: float, recency: float) -> tuple[float, float, float, float]:
+    """Scale-free reading of the whole activity history (BG/NBD's ``x``, ``t_x``, ``T``).
+
+    ``recency_share``: the silence as a share of the member's age (``1 - t_x / T``);
+    ``log_gap_silence``: the silence in the member's own mean gap between activities
+    over its whole history (a monthly buyer silent for a month is not a yearly buyer
+    silent for a month); ``one_time``: no repeat activity yet; ``repeat_silence``:
+    ``x * log((T + 1) / (t_x + 1))`` (days), the evidence of a drop-out in BG/NBD's
+    P(alive), large for a frequent member who stopped long ago.
+    """
+    first = state.first_seen_at
+    age = max(0.0, (at - first) / DAY)
+    repeats = max(0, state.activity_count - 1)
+    share = recency / age if age > 0.0 else 0.0
+    if repeats == 0 or state.last_activity_at is None:
+        return share, 0.0, 1.0, 0.0
+    span = max(0.0, (state.last_activity_at - first) / DAY)
+    gap = max(1.0, span / repeats)
+    return (
+        share,
+        math.log1p(recency / gap),
+        0.0,
+        repeats * math.log((age + 1.0) / (span + 1.0)),
     )
 
 

@@ -30,9 +30,17 @@ from array import array
 from dataclasses import dataclass
 
 from scoring.activity import CHURN_EVENT_TYPES, PURCHASE_EVENT_TYPES, Applied
+from scoring.config import ScoringConfig
 from scoring.state import MemberState, Snapshot, Ticket
 
-__all__ = ["Resolution", "add_snapshot", "resolve_on_event", "resolve_expired", "next_deadline"]
+__all__ = [
+    "Resolution",
+    "add_snapshot",
+    "resolve_on_event",
+    "resolve_expired",
+    "next_deadline",
+    "takes_churn_label",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +55,23 @@ class Resolution:
     label_at: float
 
 
+def takes_churn_label(recency_days: float, config: ScoringConfig) -> bool:
+    """Whether a member silent for ``recency_days`` gets a churn snapshot when scored.
+
+    Members silent for less than the churn window always qualify (every
+    ``snapshot_interval_days``); lapsed members only at the lapsed-label boundaries
+    (``lapsed_label_windows``), so the models also learn who comes back after a long
+    silence.
+
+    >>> config = ScoringConfig(churn_window_days=30.0)
+    >>> [takes_churn_label(d, config) for d in (0.0, 29.9, 30.0, 45.0, 50.0, 120.0, 121.0)]
+    [True, True, False, True, False, True, False]
+    """
+    if recency_days < config.churn_window_days:
+        return True
+    return any(abs(recency_days - d) < 1e-3 for d in config.lapsed_label_days)
+
+
 def add_snapshot(
     state: MemberState,
     at: float,
@@ -55,9 +80,17 @@ def add_snapshot(
     conversion: Ticket | None,
     max_pending: int,
 ) -> None:
-    """Record a snapshot (features rounded to 4 decimals); beyond ``max_pending`` open
-    snapshots the oldest is dropped."""
+    """Record a snapshot (features rounded to 4 decimals), unless ``max_pending`` are open.
+
+    A full member takes no new snapshot until one settles. Dropping the oldest open
+    snapshot instead would bias the labels: new snapshots come with activity, and an
+    activity is exactly what labels an older churn snapshot "retained", so the dropped
+    ones would be the retained ones (measured on a real purchase log: the churn model's
+    ranking inverted, AUC 0.45).
+    """
     if churn is None and conversion is None:
+        return
+    if len(state.pending) >= max_pending:
         return
     if churn is not None:
         state.last_snapshot_at = at
@@ -66,8 +99,6 @@ def add_snapshot(
     # 4 decimals are plenty to learn from and halve the member's stored size
     stored = array("d", [round(v, 4) for v in features])
     state.pending.append(Snapshot(at, stored, churn, conversion))
-    if len(state.pending) > max_pending:
-        del state.pending[0]
 
 
 def _settle(snap: Snapshot, at: float, out: list[Resolution]) -> None:

@@ -2,167 +2,59 @@
 
 Each target (``churn``, ``conversion``) has a :class:`ModelSlot`:
 
-* the **prior** (:mod:`scoring.priors`) serves until the champion has learned
-  ``min_labels_for_model`` labels, at least a tenth of them of each class;
-  its version is ``<target>-prior``;
-* the **champion**, ``StandardScaler | LogisticRegression`` (SGD, L2; the scaler is
-  shared with the challenger), then serves
-  as ``<target>-logreg-v1``; a linear model explains each score as
-  ``weight * scaled value`` per feature (the ``top_drivers``);
-* the **challenger**, the same pipeline with a faster learning rate, trains
-  alongside on the same labels. ADWIN watches the champion's error stream
-  (``|label - prediction|``, before learning); a drift is a change to a *higher* error.
-  After a drift, for ``drift_patience_labels`` labels,
-  the challenger is promoted when its recent log loss (exponentially forgotten,
-  ``challenger_half_life_labels``) beats the champion's by ``promotion_margin``.
-  The version then bumps (``-v2``...), the promoted model continues at the
-  champion's steadier learning rate, and a fresh challenger starts.
+* the **prior** (:mod:`scoring.priors`; recency for churn) serves until the champion
+  has learned ``min_labels_for_model`` labels, at least a tenth of them of each class,
+  **and** ranks the labels both were validated on at least as well as the prior (ROC
+  AUC): a model never replaces recency before it beats it. If the champion later
+  falls ``fallback_auc_margin`` below the prior on recent labels, the prior serves
+  again until the champion catches up. Its version is ``<target>-prior``;
+* the **champion**, a logistic regression refitted to convergence on a forgetting
+  reservoir of labelled examples (:class:`~scoring.refit.RefitLearner`: long
+  half-life, ``reservoir_labels`` examples), then serves as ``<target>-logreg-v1``; a
+  linear model explains each score as ``weight * scaled value`` per feature (the
+  ``top_drivers``), and a maximum-likelihood fit is calibrated on its sample;
+* the **challenger**, the same learner on a smaller reservoir with a short
+  half-life, trains alongside on the same labels. ADWIN (river) watches the
+  champion's error stream (``|label - prediction|``, before learning); a drift is a
+  change to a *higher* error. After a drift, for ``drift_patience_labels`` labels,
+  the challenger is promoted when its recent log loss on the same labels
+  (exponentially forgotten, ``challenger_half_life_labels``) beats the champion's by
+  ``promotion_margin``. The version then bumps (``-v2``...) and the champion is
+  **recalibrated** at once: it adopts the challenger's recent sample, refits on it,
+  and keeps learning at its long half-life; a fresh challenger starts.
 
 Every label is first scored (delayed progressive validation of what was served,
-:mod:`scoring.validation`; champion and challenger predict it before learning),
-then learned. All of it pickles: :class:`ModelBank` is the engine's model part.
+:mod:`scoring.validation`; prior, champion and challenger predict it before
+learning), then learned. All of it pickles: :class:`ModelBank` is the engine's
+model part.
 """
 
 from __future__ import annotations
 
 import heapq
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from river import drift, linear_model, optim, preprocessing
+from river import drift
 
 from scoring.config import ScoringConfig
 from scoring.engagement import PopulationCalibrator
 from scoring.features import FEATURE_NAMES, as_dict
 from scoring.priors import LinearPrior, churn_prior, conversion_prior, sigmoid
+from scoring.refit import CLIP, RefitLearner
 from scoring.validation import ProgressiveValidation, log_loss_of
 
-__all__ = ["Learner", "Served", "ModelSlot", "ModelBank", "CHURN", "CONVERSION", "CLIP"]
+__all__ = ["Served", "ModelSlot", "ModelBank", "CHURN", "CONVERSION", "CLIP"]
 
 CHURN = "churn"
 CONVERSION = "conversion"
 
+# labels between two checks of the recency gate (two AUCs over 320 bins each)
+_GATE_EVERY = 64
+
 # river's drift detectors are untyped; one typed alias keeps mypy strict elsewhere.
 _ADWIN: Any = drift.ADWIN
-
-
-#: Standardised values are clipped to +-CLIP: a rare feature's tiny early variance
-#: must not turn one member's value into an extreme log-odds.
-CLIP = 5.0
-
-_Compiled = tuple[float, float, float, float]  # weight / std, mean, lowest, highest raw value
-
-
-def clip_scaled(scaled: dict[str, float]) -> dict[str, float]:
-    """Standardised features clipped to +-CLIP."""
-    return {k: CLIP if v > CLIP else -CLIP if v < -CLIP else v for k, v in scaled.items()}
-
-
-class Learner:
-    """A logistic regression on standardised, clipped features, and its label counts.
-
-    Champion and challenger share their slot's ``StandardScaler`` (feature
-    statistics do not depend on the learner), so together they form two river
-    pipelines ``StandardScaler | LogisticRegression`` that standardise once.
-    Serving reads the parameters compiled per feature into ``(weight / std, mean,
-    lowest, highest)`` -- the clipping bounds in raw units -- rebuilt after each
-    learning step: the same arithmetic as the pipeline, several times faster, and
-    it yields each feature's contribution to the log-odds on the way.
-    """
-
-    def __init__(self, scaler: Any, learning_rate: float, l2: float, seed: int) -> None:
-        self.scaler = scaler
-        self.regression = linear_model.LogisticRegression(
-            optimizer=optim.SGD(learning_rate),
-            l2=l2,
-            intercept_lr=learning_rate,
-            initializer=optim.initializers.Normal(mu=0.0, sigma=0.01, seed=seed),
-        )
-        self.labels = 0
-        self.positives = 0
-        self._compiled: dict[str, _Compiled] | None = None
-        self._vectors: tuple[list[float], list[float], list[float], list[float]] | None = None
-        self._intercept = 0.0
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_compiled"] = state["_vectors"] = None  # caches: checkpoints stay small
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
-    def _parameters(self) -> dict[str, _Compiled]:
-        compiled = self._compiled
-        if compiled is None:
-            weights = self.regression._weights
-            variances = self.scaler.vars
-            compiled = {}
-            for name, mean in self.scaler.means.items():
-                variance = variances.get(name, 0.0)
-                if variance > 0:
-                    std = math.sqrt(variance)
-                    slope = weights.get(name, 0.0) / std
-                    compiled[name] = (slope, mean, mean - CLIP * std, mean + CLIP * std)
-                else:
-                    compiled[name] = (0.0, mean, -math.inf, math.inf)
-            self._compiled = compiled
-            self._intercept = float(self.regression.intercept)
-        return compiled
-
-    def _aligned(self) -> tuple[list[float], list[float], list[float], list[float]]:
-        vectors = self._vectors
-        if vectors is None:
-            compiled = self._parameters()
-            rows = [compiled.get(name, (0.0, 0.0, -math.inf, math.inf)) for name in FEATURE_NAMES]
-            vectors = self._vectors = (
-                [r[0] for r in rows],
-                [r[1] for r in rows],
-                [r[2] for r in rows],
-                [r[3] for r in rows],
-            )
-        return vectors
-
-    def contributions_vector(self, vector: Sequence[float]) -> tuple[float, list[float]]:
-        """Log-odds and per-feature contributions of a vector in FEATURE_NAMES order."""
-        slopes, means, lows, highs = self._aligned()
-        terms = [
-            a * ((hi if v > hi else lo if v < lo else v) - m)
-            for a, v, m, lo, hi in zip(slopes, vector, means, lows, highs, strict=False)
-        ]
-        return self._intercept + sum(terms), terms
-
-    def explain(self, x: Mapping[str, float]) -> tuple[float, list[tuple[str, float]]]:
-        """The probability and each feature's contribution to the log-odds."""
-        compiled = self._parameters()
-        contributions = []
-        logit = self._intercept
-        for name, value in x.items():
-            row = compiled.get(name)
-            if row is not None:
-                a, m, lo, hi = row
-                contribution = a * ((hi if value > hi else lo if value < lo else value) - m)
-                logit += contribution
-                contributions.append((name, contribution))
-        return sigmoid(logit), contributions
-
-    def predict(self, x: Mapping[str, float]) -> float:
-        """Probability of the positive class."""
-        return self.explain(x)[0]
-
-    def set_learning_rate(self, learning_rate: float) -> None:
-        """Change the SGD step of the weights and the intercept (keeping what was learned)."""
-        self.regression.optimizer = optim.SGD(learning_rate)
-        self.regression.intercept_lr = optim.schedulers.Constant(learning_rate)
-
-    def learn_scaled(self, scaled: dict[str, float], y: int) -> None:
-        """Learn one example already standardised (and clipped) by the slot."""
-        self.regression.learn_one(scaled, bool(y))
-        self._compiled = self._vectors = None
-        self.labels += 1
-        self.positives += y
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +72,18 @@ def _top(contributions: list[tuple[str, float]], n: int) -> list[tuple[str, floa
     return [(name, round(value, 6)) for size, name, value in ranked if size > 0.0]
 
 
+def _vector(x: Mapping[str, float]) -> list[float]:
+    return [x.get(name, 0.0) for name in FEATURE_NAMES]
+
+
+class Learner:
+    """The SGD learner of checkpoint format 1, kept only so that such checkpoints unpickle
+    (:meth:`ModelSlot.__setstate__` then starts the slot's learners afresh)."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
 class ModelSlot:
     """Prior, champion and challenger of one target, with live quality and drift."""
 
@@ -189,11 +93,21 @@ class ModelSlot:
         self.config = config
         self._seed = seed
         self._spawned = 0
-        self.scaler: Any = preprocessing.StandardScaler()
-        self.champion = Learner(self.scaler, config.learning_rate, config.l2, seed)
+        self.champion = RefitLearner(
+            FEATURE_NAMES,
+            config.reservoir_labels,
+            config.reservoir_half_life_labels,
+            config.l2,
+            config.refit_every_labels,
+            seed,
+        )
         self.challenger = self._new_challenger()
-        self.generation = 0  # 0: the prior serves; n >= 1: logreg-vn
+        self.generation = 0  # 0: the prior has never been replaced; n >= 1: logreg-vn
+        self.prior_serves = True
         self.validation = ProgressiveValidation(config.metrics_half_life_labels)
+        # the prior and the champion scored on the same labels (the recency gate)
+        self.prior_check = ProgressiveValidation(config.metrics_half_life_labels)
+        self.champion_check = ProgressiveValidation(config.metrics_half_life_labels)
         self.detector: Any = _ADWIN(delta=config.drift_delta)
         self.champion_loss: float | None = None
         self.challenger_loss: float | None = None
@@ -204,33 +118,48 @@ class ModelSlot:
         self.promoted_unreported = False
         self.drifts = 0
         self.promotions = 0
+        self.fallbacks = 0
 
-    def _new_challenger(self) -> Learner:
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "prior_serves" in state:
+            self.__dict__.update(state)
+            return
+        # a checkpoint of format 1 (SGD learners): its learners cannot serve in this
+        # version; the slot starts afresh from the prior and learns again from labels
+        self.__init__(  # type: ignore[misc]
+            state["name"], state["prior"], state["config"], state["_seed"]
+        )
+
+    def _new_challenger(self) -> RefitLearner:
         self._spawned += 1
-        return Learner(
-            self.scaler,
-            self.config.challenger_learning_rate,
+        return RefitLearner(
+            FEATURE_NAMES,
+            self.config.challenger_reservoir_labels,
+            self.config.challenger_reservoir_half_life_labels,
             self.config.l2,
+            max(1, self.config.refit_every_labels // 4),
             self._seed + 7919 * self._spawned,
         )
 
     @property
     def version(self) -> str:
         """What serves now: ``<name>-prior`` or ``<name>-logreg-v<n>``."""
-        return (
-            f"{self.name}-prior"
-            if self.generation == 0
-            else f"{self.name}-logreg-v{self.generation}"
-        )
+        if self.prior_serves:
+            return f"{self.name}-prior"
+        return f"{self.name}-logreg-v{self.generation}"
 
-    def _ready(self, learner: Learner) -> bool:
+    def _ready(self, learner: RefitLearner) -> bool:
         need = self.config.min_labels_for_model
         negatives = learner.labels - learner.positives
-        return learner.labels >= need and min(learner.positives, negatives) >= need / 10
+        return (
+            learner.fitted
+            and learner.labels >= need
+            and min(learner.positives, negatives) >= need / 10
+        )
 
     def serve(self, x: Mapping[str, float], explain: bool = False) -> Served:
         """The probability to publish for ``x`` (with top drivers when ``explain``)."""
-        if self.generation == 0:
+        if self.prior_serves:
             p = self.prior.predict(x)
             drivers = _top(self.prior.contributions(x), self.config.top_drivers) if explain else []
             return Served(p, self.version, False, drivers)
@@ -241,7 +170,7 @@ class ModelSlot:
 
     def serve_vector(self, vector: Sequence[float], explain: bool = False) -> Served:
         """:meth:`serve` for a vector in FEATURE_NAMES order (the engine's fast path)."""
-        if self.generation == 0:
+        if self.prior_serves:
             return self.serve(as_dict(vector), explain)
         logit, terms = self.champion.contributions_vector(vector)
         if not explain:
@@ -255,8 +184,12 @@ class ModelSlot:
         """Score a delayed label, then learn it. Returns (drift detected, promoted)."""
         self.labels_seen += 1
         self.validation.update(served, y)
-        champion_p = self.champion.predict(x)
-        challenger_p = self.challenger.predict(x)
+        vector = _vector(x)
+        champion_p = self.champion.predict_vector(vector)
+        challenger_p = self.challenger.predict_vector(vector)
+        if self.champion.fitted:
+            self.champion_check.update(champion_p, y)
+            self.prior_check.update(self.prior.predict(x), y)
         alpha = 1.0 - 2.0 ** (-1.0 / self.config.challenger_half_life_labels)
         loss_a, loss_b = log_loss_of(champion_p, y), log_loss_of(challenger_p, y)
         self.champion_loss = (
@@ -287,14 +220,25 @@ class ModelSlot:
                 self._promote()
                 promoted = True
 
-        features = dict(x)
-        self.scaler.learn_one(features)
-        scaled = clip_scaled(self.scaler.transform_one(features))
-        self.champion.learn_scaled(scaled, y)
-        self.challenger.learn_scaled(scaled, y)
-        if self.generation == 0 and self._ready(self.champion):
-            self.generation = 1
+        self.champion.learn(vector, y)
+        self.challenger.learn(vector, y)
+        if self.labels_seen % _GATE_EVERY == 0:
+            self._gate()
         return drifted, promoted
+
+    def _gate(self) -> None:
+        """Serve the champion only while it ranks recent labels as well as the prior."""
+        if not self._ready(self.champion):
+            return
+        model_auc, prior_auc = self.champion_check.roc_auc(), self.prior_check.roc_auc()
+        if model_auc is None or prior_auc is None:
+            return
+        if self.prior_serves and model_auc >= prior_auc - self.config.prior_auc_tolerance:
+            self.prior_serves = False
+            self.generation = max(1, self.generation)
+        elif not self.prior_serves and model_auc < prior_auc - self.config.fallback_auc_margin:
+            self.prior_serves = True
+            self.fallbacks += 1
 
     def _challenger_wins(self) -> bool:
         if self.champion_loss is None or self.challenger_loss is None:
@@ -306,11 +250,11 @@ class ModelSlot:
         return self.challenger_loss < self.champion_loss * (1.0 - self.config.promotion_margin)
 
     def _promote(self) -> None:
-        self.champion = self.challenger
-        # fast to adapt as a challenger, steady as a champion
-        self.champion.set_learning_rate(self.config.learning_rate)
+        # recalibration: the champion refits on the challenger's recent sample at once
+        self.champion.adopt(self.challenger)
         self.champion_loss = self.challenger_loss
         self.challenger = self._new_challenger()
+        self.challenger.adopt(self.champion)
         self.challenger_loss = None
         self.challenger_labels = 0
         self.generation = max(1, self.generation) + 1

@@ -469,6 +469,39 @@ def _parser() -> argparse.ArgumentParser:
         help="score through the real broker, Faust worker and ClickHouse (default); "
         "--no-pipeline runs the same engine in-process, faster",
     )
+    evaluate.add_argument(
+        "--partitions",
+        type=int,
+        default=1,
+        help="split members into P partitions, each with its own models, as the pipeline "
+        "does (in-process; through the pipeline: PULSE_PARTITIONS)",
+    )
+    real = evaluate.add_argument_group(
+        "a real purchase log", "score a CSV purchase log instead of the simulator"
+    )
+    real.add_argument("--transactions", metavar="FILE.csv", help="one purchase per row")
+    real.add_argument("--customer-column", default="customer_id")
+    real.add_argument("--date-column", default="date")
+    real.add_argument("--amount-column", default="amount")
+    real.add_argument("--date-format", help="strptime format, e.g. %%d/%%m/%%Y (default: ISO 8601)")
+    real.add_argument("--delimiter", help="column separator (default: guessed)")
+    real.add_argument(
+        "--cutoff", help="last day of the calibration period (default: last day - holdout)"
+    )
+    real.add_argument("--holdout-days", type=float, default=90.0, help="days after the cutoff")
+    real.add_argument(
+        "--churn-window-days",
+        type=float,
+        default=0.0,
+        help="the models' churn window (default: PULSE_CHURN_WINDOW_DAYS)",
+    )
+    real.add_argument("--currency", default="USD", help="ISO 4217 code of the amounts")
+    real.add_argument(
+        "--product-line",
+        default="property",
+        choices=["health", "accident", "auto", "travel", "life", "property"],
+    )
+    real.add_argument("--json", action="store_true", help="print the report as JSON")
     evaluate.set_defaults(func=cmd_evaluate)
     return parser
 

@@ -1,4 +1,16 @@
-"""``pulse evaluate``: churn and conversion quality against the simulator's ground truth.
+"""``pulse evaluate``: churn and conversion quality against the simulator or a real log.
+
+Two sources of truth:
+
+* the simulator (default): below;
+* a real purchase log, ``--transactions FILE.csv``: the file is mapped to purchase
+  events (:mod:`streams.transactions`), the calibration period up to ``--cutoff`` is
+  scored (in process, or through the pipeline) and the churn score of every member at
+  the cutoff is compared with whether the member bought in the next
+  ``--holdout-days``, next to recency, frequency, RFM and BG/NBD fitted on the same
+  split (:mod:`scoring.purchase_log`).
+
+For the simulator:
 
 Simulates a community, cuts it at ``days - 90`` (the conversion window must fit
 after the cutoff), scores members at the cutoff, and compares with what the
@@ -19,13 +31,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from scoring.config import ScoringConfig
 from scoring.evaluation import evaluate_offline
+from scoring.purchase_log import evaluate_purchase_log
 from streams.config import Settings
 from streams.simulator import SimulationConfig, ground_truth, simulate
+from streams.transactions import ColumnSpec, TransactionLogError, purchase_events, read_transactions
 
 __all__ = ["run_evaluation"]
 
@@ -60,6 +76,8 @@ def _print(report: dict[str, Any], elapsed: float) -> None:
 
 
 def run_evaluation(args: argparse.Namespace) -> int:
+    if getattr(args, "transactions", None):
+        return run_purchase_log_evaluation(args)
     config = _config(args)
     started = time.monotonic()
     assert config.start is not None
@@ -76,35 +94,43 @@ def run_evaluation(args: argparse.Namespace) -> int:
 
         with tempfile.TemporaryDirectory(prefix="pulse-evaluate-") as tmp:
             settings = Settings.from_env().with_(data_dir=tmp, metrics_port=0)
-            served = _served_by_pipeline(config, cutoff, settings)
+            lines = (
+                json.dumps(e, separators=(",", ":")).encode()
+                for e in simulate(config)
+                if datetime.fromisoformat(e["occurred_at"]) <= cutoff
+            )
+            members = [str(t["member_id"]) for t in ground_truth(config)]
+            served = _served_by_pipeline(lines, members, settings)
         print(f"scores read back from ClickHouse for {len(served):,} members", flush=True)
-    report = evaluate_offline(simulate(config), ground_truth(config), cutoff, scoring, served)
+    report = evaluate_offline(
+        simulate(config), ground_truth(config), cutoff, scoring, served, args.partitions
+    )
     report["source"] = "pipeline" if served is not None else "in-process engine"
     _print(report, time.monotonic() - started)
     return 0
 
 
 def _served_by_pipeline(
-    config: SimulationConfig, cutoff: datetime, settings: Settings
+    lines: Iterable[bytes], members: list[str], settings: Settings
 ) -> dict[str, tuple[float, float | None]]:
-    """Publish the events up to ``cutoff`` through the real pipeline; read back the scores."""
+    """Publish ``lines`` through the real pipeline; read back each member's latest scores.
+
+    Everything is published before the worker reads, as ``pulse replay`` does, so
+    the figures do not depend on how fast the publisher ran."""
     from streams.replay import Publisher, wait_until
     from streams.runtime import Runtime
 
-    lines = (
-        json.dumps(e, separators=(",", ":")).encode()
-        for e in simulate(config)
-        if datetime.fromisoformat(e["occurred_at"]) <= cutoff
-    )
-    members = [str(t["member_id"]) for t in ground_truth(config)]
-    with Runtime(settings, serve_http=False, announce=False) as runtime:
-        started = time.monotonic()
+    runtime = Runtime(settings, serve_http=False, announce=False).start(consume=False)
+    try:
         publisher = Publisher(runtime.bootstrap, settings.topic_prefix)
         report = publisher.publish_lines(lines)
+        publisher.close()
         print(
             f"published {report.published:,} events; the pipeline is scoring them ...", flush=True
         )
         targets = dict(report.last_offsets)
+        started = time.monotonic()
+        runtime.consume()
 
         def progress() -> None:
             if int(time.monotonic()) % 30 == 0:
@@ -132,4 +158,131 @@ def _served_by_pipeline(
         ).result_rows
         by_pseudonym = {r[0]: (float(r[1]), None if r[2] is None else float(r[2])) for r in rows}
         pseudonym = runtime.pseudonym
+    finally:
+        runtime.stop()
     return {m: by_pseudonym[p] for m in members if (p := pseudonym(m)) in by_pseudonym}
+
+
+# --- a real purchase log ------------------------------------------------------------
+
+
+def _cutoff_date(args: argparse.Namespace, last: date) -> date:
+    if args.cutoff:
+        try:
+            return date.fromisoformat(args.cutoff)
+        except ValueError:
+            raise TransactionLogError(
+                f"--cutoff {args.cutoff!r} is not a date (YYYY-MM-DD)"
+            ) from None
+    return last - timedelta(days=args.holdout_days)
+
+
+def run_purchase_log_evaluation(args: argparse.Namespace) -> int:
+    """``pulse evaluate --transactions FILE``: see the module docstring."""
+    started = time.monotonic()
+    path = Path(args.transactions)
+    spec = ColumnSpec(
+        customer=args.customer_column,
+        date=args.date_column,
+        amount=args.amount_column,
+        date_format=args.date_format,
+        delimiter=args.delimiter,
+    )
+    log = read_transactions(path, spec)
+    if args.holdout_days <= 0:
+        raise TransactionLogError("--holdout-days must be > 0")
+    settings = Settings.from_env()
+    window = args.churn_window_days or settings.churn_window_days
+    last = log.transactions[-1].at.date()
+    cutoff_day = _cutoff_date(args, last)
+    first = log.transactions[0].at.date()
+    if not first <= cutoff_day < last:
+        raise TransactionLogError(
+            f"--cutoff {cutoff_day} must fall within the log ({first} .. {last}), "
+            "before its last day"
+        )
+    cutoff = datetime(cutoff_day.year, cutoff_day.month, cutoff_day.day, tzinfo=UTC) + timedelta(
+        days=1
+    )
+    events = purchase_events(log.transactions, args.currency, args.product_line)
+    skipped = f" ({log.skipped_amounts:,} rows with an amount <= 0 skipped)"
+    print(
+        f"{path}: {len(log.transactions):,} purchases of {log.customers:,} customers"
+        f"{skipped if log.skipped_amounts else ''}; calibration to {cutoff_day}, "
+        f"holdout {args.holdout_days:g} days, churn window {window:g} days, "
+        f"{args.partitions} partition(s)",
+        flush=True,
+    )
+    config = ScoringConfig(churn_window_days=window, seed=args.seed)
+    served = None
+    if args.pipeline:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="pulse-evaluate-") as tmp:
+            run = settings.with_(
+                data_dir=tmp, metrics_port=0, churn_window_days=window, partitions=args.partitions
+            )
+            lines = (
+                json.dumps(e, separators=(",", ":")).encode()
+                for e in events
+                if datetime.fromisoformat(e["occurred_at"]) < cutoff
+            )
+            members = sorted({t.member_id for t in log.transactions})
+            scores = _served_by_pipeline(lines, members, run)
+        served = {m: churn for m, (churn, _) in scores.items()}
+        print(f"scores read back from ClickHouse for {len(served):,} members", flush=True)
+    report = evaluate_purchase_log(
+        events, cutoff, args.holdout_days, config, args.partitions, served
+    )
+    report["file"] = str(path)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        _print_purchase_log(report, time.monotonic() - started)
+    return 0
+
+
+def _cell(value: float | None, digits: int = 3) -> str:
+    return "     -" if value is None else f"{value:6.{digits}f}"
+
+
+def _print_purchase_log(report: dict[str, Any], elapsed: float) -> None:
+    members, churned = report["members"], report["churned"]
+    print(
+        f"{members:,} members at the cutoff, {churned:,} bought nothing in the holdout "
+        f"({churned / max(1, members):.1%}); model scores from the {report['source']}"
+    )
+    print(f"{'churn score':<34} {'AUC':>6}  {'log loss':>8}  {'ECE':>6}  {'mean':>6}")
+    versions = ", ".join(f"{v} x{n:,}" for v, n in sorted(report["model_versions"].items()))
+    if report["source"] == "pipeline":
+        served = "Pulse served (pipeline's member_scores)"
+        emitted = "Pulse latest emitted (in process)"
+    else:
+        served, emitted = f"Pulse at the cutoff ({versions})", "Pulse latest emitted score"
+    rows: list[tuple[str, dict[str, Any]]] = [
+        (served, report["model"]),
+        (emitted, report["latest_emitted"]),
+        ("recency (days since last purchase)", report["recency"]),
+        ("frequency (purchase days)", report["frequency"]),
+        ("RFM (quintiles)", report["rfm"]),
+    ]
+    bg = report["bgnbd"]
+    if "error" in bg:
+        print(f"BG/NBD: {bg['error']}")
+    else:
+        rows.append(("BG/NBD P(no purchase in holdout)", bg))
+        rows.append(("BG/NBD 1 - P(alive)", {"auc": bg["auc_dead"]}))
+    for name, r in rows:
+        print(
+            f"{name:<34} {_cell(r.get('auc'))}  {_cell(r.get('log_loss')):>8}  "
+            f"{_cell(r.get('ece'))}  {_cell(r.get('mean'))}"
+        )
+    if "params" in bg:
+        params = ", ".join(f"{k}={v}" for k, v in bg["params"].items())
+        print(f"BG/NBD fitted in weeks: {params}")
+    print(
+        f"(Pulse's probability is P(no activity within {report['churn_window_days']:g} days); "
+        f"the label is no purchase within {report['holdout_days']:g} days; "
+        f"always-the-base-rate log loss {_cell(report['model']['log_loss_base_rate'])})"
+    )
+    print(f"evaluated in {elapsed:.0f}s")

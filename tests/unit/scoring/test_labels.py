@@ -121,7 +121,9 @@ def test_conversion_purchase_and_expiry(make_event: MakeEvent) -> None:
     engine.process(make_event("content_viewed", "browser", 0))
     # a purchase is known at once but settles with the window, like a non-purchase
     assert _labels(engine.process(make_event("policy_purchased", "buyer", 40)), "conversion") == []
-    labels = _labels(engine.advance(0, day(121)), "conversion")
+    # the buyer's day-30 ticket settles at its next silence timer (90 days after the
+    # purchase): past the last re-scoring boundary only lapsed-label timers remain
+    labels = _labels(engine.advance(0, day(131)), "conversion")
     # snapshots at the first event and at the 30-day silence boundary (28-day interval)
     assert sorted((x.member_id, x.label, x.snapshot_at, x.label_at) for x in labels) == [
         ("browser", 0, day(0), day(90)),
@@ -140,7 +142,9 @@ def test_policy_holders_get_no_conversion_snapshot(make_event: MakeEvent) -> Non
 
 
 def test_labels_teach_the_model_and_switch_from_prior(make_event: MakeEvent) -> None:
-    config = ScoringConfig(min_labels_for_model=20)
+    # recency separates this story perfectly, as the prior does: the model may serve
+    # within 0.05 of the prior's AUC (the default, 0, keeps the prior here)
+    config = ScoringConfig(min_labels_for_model=20, prior_auc_tolerance=0.05)
     engine = ScoringEngine(config)
     for i in range(40):
         engine.process(make_event("post_created", f"active-{i}", 0))
@@ -152,3 +156,42 @@ def test_labels_teach_the_model_and_switch_from_prior(make_event: MakeEvent) -> 
     assert engine.models.churn.version == "churn-logreg-v1"
     record = engine.score_member("active-0", day(56))
     assert record.churn_model == "model" and record.model_version == "churn-logreg-v1"
+
+
+def test_lapsed_members_get_churn_snapshots_and_returners_are_labelled_retained(
+    make_event: MakeEvent,
+) -> None:
+    engine = ScoringEngine()  # churn window 30: lapsed snapshots at 45, 60, 90, 120 days
+    engine.process(make_event("post_created", "back", 0))
+    engine.process(make_event("post_created", "gone", 0))
+    engine.advance(0, day(50))
+    engine.process(make_event("content_viewed", "back", 70))  # returns 70 days later
+    labels = _labels(engine.advance(0, day(200)))
+    lapsed = sorted(
+        (x.member_id, x.snapshot_at, x.label)
+        for x in labels
+        if x.snapshot_at > day(30) and (x.member_id == "gone" or x.snapshot_at < day(70))
+    )
+    assert lapsed == [
+        ("back", day(45), 0),  # came back within 30 days of these two snapshots
+        ("back", day(60), 0),
+        ("gone", day(45), 1),
+        ("gone", day(60), 1),
+        ("gone", day(90), 1),
+        ("gone", day(120), 1),
+    ]
+
+
+def test_a_full_member_takes_no_snapshot_rather_than_dropping_an_open_one(
+    make_event: MakeEvent,
+) -> None:
+    """Dropping the oldest open snapshot when a new one comes with activity would drop
+    exactly the snapshots that activity labels retained."""
+    engine = ScoringEngine(ScoringConfig(max_pending_snapshots=2, snapshot_interval_days=1.0))
+    for d in (0, 1, 2, 3):
+        engine.process(make_event("post_created", "m-1", d))
+    pending = engine.states["m-1"].pending
+    assert [s.at for s in pending] == [day(0).timestamp(), day(1).timestamp()]
+    labels = _labels(engine.process(make_event("post_created", "m-1", 32)))
+    # both settled as retained (activity within their windows); none was dropped
+    assert [(x.snapshot_at, x.label) for x in labels] == [(day(0), 0), (day(1), 0)]

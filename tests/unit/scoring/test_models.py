@@ -18,11 +18,14 @@ from scoring.state import MemberState
 
 pytestmark = pytest.mark.unit
 
-CONFIG = ScoringConfig(min_labels_for_model=50)
+# recency separates the engine stories here perfectly; the model may serve within 0.05
+# of the prior's AUC, so that these tests exercise a learned model
+CONFIG = ScoringConfig(min_labels_for_model=50, prior_auc_tolerance=0.05)
 
 
 def _trained_slot(seed: int = 0, n: int = 600) -> ModelSlot:
-    config = ScoringConfig(min_labels_for_model=50, seed=seed)
+    # a reservoir smaller than the stream, so that the seed (sampling) matters
+    config = ScoringConfig(min_labels_for_model=50, seed=seed, reservoir_labels=300)
     slot = ModelSlot("churn", churn_prior(30.0), config, seed)
     rng = random.Random(1)
     for _ in range(n):
@@ -115,3 +118,62 @@ def test_engines_with_equal_seeds_produce_equal_outputs(make_event: MakeEvent) -
     a, b = ScoringEngine(CONFIG), ScoringEngine(CONFIG)
     assert _rows(_story(a, make_event, 0, 90)) == _rows(_story(b, make_event, 0, 90))
     assert a.models_checkpoint() == b.models_checkpoint()
+
+
+def _labelled(slot: ModelSlot, n: int, rng: random.Random, sign: float) -> None:
+    """Labels that recency explains in part and activity (with ``sign``) in part."""
+    for _ in range(n):
+        recency, activity = rng.uniform(0, 30), rng.uniform(0, 5)
+        y = int(recency / 30 + sign * (activity - 2.5) / 2.5 + rng.gauss(0, 0.3) > 0.5)
+        x = {"recency_days": recency, "activity_long": activity}
+        slot.learn(x, y, slot.serve(x).probability)
+
+
+def test_the_model_replaces_the_recency_prior_only_when_it_ranks_better() -> None:
+    config = ScoringConfig(min_labels_for_model=100, reservoir_half_life_labels=500.0)
+    slot = ModelSlot("churn", churn_prior(30.0), config, 0)
+    rng = random.Random(2)
+    _labelled(slot, 99, rng, -1.0)
+    assert slot.version == "churn-prior"  # not enough labels yet
+    _labelled(slot, 400, rng, -1.0)
+    model_auc, prior_auc = slot.champion_check.roc_auc(), slot.prior_check.roc_auc()
+    assert model_auc is not None and prior_auc is not None and model_auc > prior_auc
+    assert slot.version == "churn-logreg-v1" and slot.serve({}).is_model
+    # the activity effect turns around: the champion now ranks worse than recency
+    # until it has re-learned, and the prior serves again in the meantime
+    _labelled(slot, 600, rng, +1.0)
+    assert slot.fallbacks >= 1
+    served = slot.serve({"recency_days": 3.0, "activity_long": 4.0})
+    assert slot.prior_serves or served.is_model  # whichever serves, it says so
+    _labelled(slot, 3000, rng, +1.0)
+    assert not slot.prior_serves  # the re-learned champion ranks better again
+    high = slot.serve({"recency_days": 15.0, "activity_long": 4.5}).probability
+    low = slot.serve({"recency_days": 15.0, "activity_long": 0.5}).probability
+    assert high > low
+
+
+def test_the_prior_keeps_serving_where_recency_is_all_there_is() -> None:
+    config = ScoringConfig(min_labels_for_model=100)
+    slot = ModelSlot("churn", churn_prior(30.0), config, 0)
+    rng = random.Random(4)
+    for _ in range(3000):  # the label is recency itself: nothing to learn beyond it
+        recency = rng.uniform(0, 30)
+        x = {"recency_days": recency, "nps": rng.gauss(0, 1)}
+        slot.learn(x, int(recency > 15.0), slot.serve(x).probability)
+    assert slot.champion.fitted and slot._ready(slot.champion)
+    assert slot.version == "churn-prior"
+
+
+def test_a_checkpoint_of_the_sgd_format_restores_to_fresh_learners(make_event: MakeEvent) -> None:
+    """A models checkpoint written by the previous version (SGD learners, checkpoint
+    format 1) restores: the slots start again from the prior and learn on."""
+    from pathlib import Path
+
+    blob = (Path(__file__).parent / "data" / "models-v1.ckpt").read_bytes()
+    engine = ScoringEngine(CONFIG)
+    engine.restore_models(blob)
+    assert engine.models.churn.version == "churn-prior"
+    assert engine.models.population is not None
+    _story(engine, make_event, 0, 120)
+    assert engine.models.churn.version == "churn-logreg-v1"
+    assert engine.score_member("m-1", day(41)).churn_model == "model"

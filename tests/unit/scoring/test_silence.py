@@ -20,8 +20,9 @@ def _silence_scores(records: list[object]) -> list[ScoreRecord]:
 def test_silent_member_is_rescored_at_each_boundary(make_event: MakeEvent) -> None:
     engine = ScoringEngine()
     engine.process(make_event("policy_purchased", "m-1", 0))
-    scores = _silence_scores(engine.advance(0, day(100)))
-    assert [s.scored_at for s in scores] == [day(b) for b in (7, 14, 21, 30, 60)]
+    scores = _silence_scores(engine.advance(0, day(200)))
+    # the silence boundaries, then the lapsed-label ones (1.5, 2, 3, 4 churn windows)
+    assert [s.scored_at for s in scores] == [day(b) for b in (7, 14, 21, 30, 45, 60, 90, 120)]
     churn = [s.churn_probability for s in scores]
     assert churn == sorted(churn) and churn[0] < churn[-1]
     assert scores[-1].last_event_at == day(0)
@@ -65,9 +66,9 @@ def test_cost_is_proportional_to_members_going_silent(make_event: MakeEvent) -> 
     touched = {r.member_id for r in _silence_scores(records)}
     assert touched <= silent
     stats = engine.stats
-    # 10 members x boundaries 7, 14, 21, 30, 60, plus their first snapshot's expiry
-    assert stats.silence_rescored == 10 * 5
-    assert stats.timers_fired <= 10 * 6
+    # 10 members x boundaries 7, 14, 21, 30, 45, 60, plus their first snapshot's expiry
+    assert stats.silence_rescored == 10 * 6
+    assert stats.timers_fired <= 10 * 7
     assert stats.timers_deferred == 0
 
 

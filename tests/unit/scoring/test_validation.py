@@ -71,7 +71,7 @@ def _stream(slot: ModelSlot, n: int, flipped: bool, rng: random.Random) -> tuple
     for _ in range(n):
         signal = rng.uniform(-1, 1)
         y = int((signal > 0) != flipped) if rng.random() < 0.9 else int(rng.random() < 0.5)
-        x = {"signal": signal, "noise": rng.gauss(0, 1)}
+        x = {"activity_trend": signal, "nps": rng.gauss(0, 1)}
         drifted, promoted = slot.learn(x, y, slot.serve(x).probability)
         drifts += drifted
         promotions += promoted
@@ -88,7 +88,7 @@ def test_drift_then_challenger_promotion_bumps_the_version() -> None:
     assert drifts >= 1 and promotions >= 1
     assert slot.version == f"churn-logreg-v{1 + promotions}"
     # the promoted model learned the new concept
-    assert slot.serve({"signal": 0.8, "noise": 0.0}).probability < 0.3
+    assert slot.serve({"activity_trend": 0.8, "nps": 0.0}).probability < 0.3
 
 
 def test_engine_reports_quality_per_model(make_event: MakeEvent) -> None:
