@@ -219,8 +219,15 @@ def run_purchase_log_evaluation(args: argparse.Namespace) -> int:
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="pulse-evaluate-") as tmp:
+            # a historical log may predate the event-time floor for live traffic
+            first = min(t.at for t in log.transactions)
+            floor = min(settings.min_event_time_utc, first - timedelta(days=1))
             run = settings.with_(
-                data_dir=tmp, metrics_port=0, churn_window_days=window, partitions=args.partitions
+                data_dir=tmp,
+                metrics_port=0,
+                churn_window_days=window,
+                partitions=args.partitions,
+                min_event_time=floor.isoformat(),
             )
             lines = (
                 json.dumps(e, separators=(",", ":")).encode()
