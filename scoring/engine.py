@@ -304,6 +304,23 @@ class ScoringEngine:
             state = self.states.get(member_id)
             if state is not None and not state.opted_out:
                 out.extend(self._on_timer(state, due, partition))
+        out.extend(self._hourly_report(clock.watermark))
+        return out
+
+    def _hourly_report(self, watermark: float) -> list[Record]:
+        """Each model's live quality at most once per event-time hour, at the first event
+        or tick of the hour (so the same events give the same reports), if it learned
+        from a label since its last report."""
+        hour = watermark - watermark % 3600.0
+        bank = self.models
+        if hour <= bank.reported_hour:
+            return []
+        bank.reported_hour = hour
+        out: list[Record] = []
+        for slot in bank.slots:
+            if slot.labels_seen > bank.reported_labels.get(slot.name, 0):
+                bank.reported_labels[slot.name] = slot.labels_seen
+                out.append(self._metrics(slot, hour))
         return out
 
     def _on_timer(self, state: MemberState, due: float, partition: int) -> list[Record]:

@@ -272,6 +272,14 @@ class ModelBank:
         self.churn = ModelSlot(CHURN, churn_prior(config.churn_window_days), config, config.seed)
         self.conversion = ModelSlot(CONVERSION, conversion_prior(), config, config.seed + 1)
         self.population = PopulationCalibrator(config)
+        # the event-time hour of the last quality report, and each model's labels then
+        self.reported_hour = float("-inf")
+        self.reported_labels: dict[str, int] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("reported_hour", float("-inf"))  # checkpoints from before them
+        state.setdefault("reported_labels", {})
+        self.__dict__.update(state)
 
     def slot(self, name: str) -> ModelSlot:
         """The slot of a target name."""

@@ -21,19 +21,24 @@ import logging
 from typing import Any, cast
 
 import faust
+from faust.sensors import Monitor
+from faust.sensors.monitor import TPOffsetMapping
 from faust.types import TP, EventT
+from prometheus_client import Gauge
 
 from streams.config import Settings
 from streams.kafka_config import faust_credentials
 from streams.pipeline import Inbound, Pipeline
 from streams.state_table import StateTable
 
-__all__ = ["PulseApp", "INPUT_STREAMS", "OUTPUT_TOPICS", "MAX_RECORD_BYTES"]
+__all__ = ["PulseApp", "INPUT_STREAMS", "OUTPUT_TOPICS", "COMMUNITY_TOPIC", "MAX_RECORD_BYTES"]
 
 log = logging.getLogger(__name__)
 
 INPUT_STREAMS = ("interactions", "purchases")
 OUTPUT_TOPICS = ("scores", "alerts", "dead-letter")
+#: Shares of community periods between partition tasks (co-partitioned with the inputs).
+COMMUNITY_TOPIC = "community"
 
 #: Largest record Pulse produces to the changelog (a task record holds its models).
 MAX_RECORD_BYTES = 64 << 20
@@ -53,11 +58,33 @@ def _inbound(event: EventT) -> Inbound:
     )
 
 
+def _commit_monitor(gauge: Gauge) -> type[Monitor]:
+    """Faust's monitor class, also setting ``gauge`` (topic, partition) to each offset
+    Faust commits (the offsets acknowledged after their checkpoint committed)."""
+
+    class CommitMonitor(Monitor):
+        def on_tp_commit(self, tp_offsets: TPOffsetMapping) -> None:
+            super().on_tp_commit(tp_offsets)
+            for tp, offset in tp_offsets.items():
+                gauge.labels(tp.topic, str(tp.partition)).set(offset)
+
+    return CommitMonitor
+
+
 class PulseApp:
     """The Faust app of one worker, wired to a :class:`Pipeline` built at start-up."""
 
-    def __init__(self, settings: Settings, bootstrap: str, take_max: int = 1000) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        take_max: int = 1000,
+        committed_offset: Gauge | None = None,
+    ) -> None:
         self.settings = settings
+        monitor: dict[str, Any] = (
+            {} if committed_offset is None else {"Monitor": _commit_monitor(committed_offset)}
+        )
         self.pipeline: Pipeline | None = None
         self.crashed: BaseException | None = None
         self.app = faust.App(
@@ -88,9 +115,14 @@ class PulseApp:
             producer_max_request_size=MAX_RECORD_BYTES,
             key_serializer="raw",
             value_serializer="raw",
+            **monitor,
         )
         self.input_topics = [settings.topic(name) for name in INPUT_STREAMS]
-        self.source = self.app.topic(*self.input_topics, key_type=bytes, value_type=bytes)
+        # one agent over the inputs and the community topic: Faust assigns partition n of
+        # all three to the same worker, where partition task n owns them
+        self.source = self.app.topic(
+            *self.input_topics, settings.topic(COMMUNITY_TOPIC), key_type=bytes, value_type=bytes
+        )
         self.state: StateTable | None = None
         if settings.state_store_kind == "kafka":
             self.state = StateTable(self.app, settings.partitions, MAX_RECORD_BYTES)

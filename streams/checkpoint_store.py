@@ -181,6 +181,7 @@ class KafkaCheckpoints:
         self.table = table
         self.bootstrap = bootstrap
         self.commits_topic = commits_topic
+        self.producer_config = dict(producer_config)
         self.producer = Producer(
             {
                 **producer_config,
@@ -193,7 +194,10 @@ class KafkaCheckpoints:
         self._lineages: dict[int, Any] = {}
 
     async def load(self, task: int) -> Restored | None:
-        commits = await asyncio.to_thread(read_commits, self.bootstrap, self.commits_topic)
+        config = {k: v for k, v in self.producer_config.items() if k != "bootstrap.servers"}
+        commits = await asyncio.to_thread(
+            lambda: read_commits(self.bootstrap, self.commits_topic, config=config)
+        )
         commit = commits.get(task)
         if commit is None:
             return None
@@ -263,10 +267,12 @@ class KafkaCheckpoints:
             raise PulseError(f"commit of task {commit.task} not confirmed: {errors or remaining}")
 
 
-def read_commits(bootstrap: str, topic: str) -> dict[int, CommitRecord]:
+def read_commits(
+    bootstrap: str, topic: str, *, config: dict[str, Any] | None = None
+) -> dict[int, CommitRecord]:
     """The newest commit record of every task on the commits topic (one partition)."""
     latest: dict[int, CommitRecord] = {}
-    for message in read_to_end(bootstrap, {(topic, 0): 0}):
+    for message in read_to_end(bootstrap, {(topic, 0): 0}, config=config):
         value = message.value()
         if value is None:
             continue
@@ -310,16 +316,23 @@ def roll_back(
     return deleted
 
 
-def produced_after(bootstrap: str, commit: CommitRecord) -> set[str]:
-    """Ids of the messages task ``commit.task`` produced after its commit (checkpoints
-    that never committed): the new owner does not produce them again."""
-    starts: dict[tuple[str, int], int] = {}
-    for key, offset in commit.outputs.items():
+def produced_after(
+    bootstrap: str,
+    task: int,
+    starts: dict[str, int],
+    config: dict[str, Any] | None = None,
+) -> set[str]:
+    """Ids of the messages task ``task`` produced from ``starts`` ("topic:partition" ->
+    offset; the ends its last commit recorded, 0 where it recorded none) to the end:
+    those of checkpoints that never committed, which the new owner does not produce
+    again."""
+    positions: dict[tuple[str, int], int] = {}
+    for key, offset in starts.items():
         topic, _, partition = key.rpartition(":")
-        starts[(topic, int(partition))] = offset
+        positions[(topic, int(partition))] = offset
     ids: set[str] = set()
-    mine = str(commit.task).encode()
-    for message in read_to_end(bootstrap, starts):
+    mine = str(task).encode()
+    for message in read_to_end(bootstrap, positions, config=config):
         headers = dict(message.headers() or [])
         identity = headers.get(ID_HEADER)
         if headers.get(TASK_HEADER) == mine and isinstance(identity, bytes):

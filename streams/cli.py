@@ -190,9 +190,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
         )
         runtime.consume()
 
-        def progress() -> None:
-            if int(time.monotonic() * 5) % 25 == 0:
-                print(f"  processed {runtime.status()['processed']:,}", flush=True)
+        consuming = time.monotonic()
+        shown = [consuming]
+
+        def progress() -> None:  # a line every 2 s: processed so far, and the rate
+            now = time.monotonic()
+            if now - shown[0] >= 2.0:
+                shown[0] = now
+                processed = runtime.status()["processed"]
+                rate = processed / max(now - consuming, 1e-6)
+                print(f"  processed {processed:,} ({rate:,.0f} events/s)", flush=True)
 
         wait_until(
             lambda: runtime.stored_through(targets),

@@ -177,20 +177,20 @@ class PulseMetrics:
         )
         self.model_roc_auc = Gauge(
             "pulse_model_roc_auc",
-            "Delayed progressive validation ROC AUC.",
-            ["model"],
+            "Delayed progressive validation ROC AUC of a partition's model.",
+            ["model", "partition"],
             registry=r,
         )
         self.model_log_loss = Gauge(
             "pulse_model_log_loss",
-            "Delayed progressive validation log loss.",
-            ["model"],
+            "Delayed progressive validation log loss of a partition's model.",
+            ["model", "partition"],
             registry=r,
         )
         self.model_drift = Counter(
             "pulse_model_drift_detected_total",
             "Concept drift confirmed on a model's error stream.",
-            ["model"],
+            ["model", "partition"],
             registry=r,
         )
         self.scoring_duration = Histogram(

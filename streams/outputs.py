@@ -63,6 +63,7 @@ class OutputProducer:
         tags: Tags,
         identity: str,
         headers: Iterable[tuple[str, bytes]] = (),
+        partition: int | None = None,
     ) -> bool:
         """Queue one message; False if a checkpoint that never committed produced it already."""
         if identity in self.skip.get(tags.task, ()):
@@ -85,9 +86,12 @@ class OutputProducer:
             if offset > ends.get(where, 0):
                 ends[where] = offset
 
+        extra: dict[str, Any] = {} if partition is None else {"partition": partition}
         while True:
             try:
-                self.producer.produce(topic, value, key, headers=all_headers, on_delivery=delivered)
+                self.producer.produce(
+                    topic, value, key, headers=all_headers, on_delivery=delivered, **extra
+                )
                 return True
             except BufferError:  # librdkafka's queue is full: serve delivery reports first
                 self.producer.poll(0.05)
@@ -98,8 +102,12 @@ class OutputProducer:
         key: bytes | None,
         value: bytes,
         headers: list[tuple[str, str | bytes | None]],
+        *,
+        partition: int | None = None,
     ) -> None:
-        """Queue a message without identity (dead letters: keyed by their source offset)."""
+        """Queue a message without identity (dead letters: keyed by their source offset;
+        watermarks: to an explicit ``partition``)."""
+        extra: dict[str, Any] = {} if partition is None else {"partition": partition}
 
         def delivered(error: KafkaError | None, message: Message) -> None:
             if error is not None:
@@ -107,7 +115,9 @@ class OutputProducer:
 
         while True:
             try:
-                self.producer.produce(topic, value, key, headers=headers, on_delivery=delivered)
+                self.producer.produce(
+                    topic, value, key, headers=headers, on_delivery=delivered, **extra
+                )
                 return
             except BufferError:
                 self.producer.poll(0.05)

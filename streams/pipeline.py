@@ -86,6 +86,11 @@ class Pipeline:
         """Move horizons when input stops, and checkpoint what is due (a 1 s timer)."""
         async with self.lock:
             wall = time.monotonic()
+            if self.ready() and self.assigned:
+                # every assigned task exists, inputs or not: each one tells the community
+                # aggregators how far it is (one with no members at all, that it is quiet)
+                for number in sorted(self.assigned):
+                    await self._task(number)
             for task in list(self.tasks.values()):
                 task.release(wall)
                 if task.due(wall):
@@ -156,8 +161,14 @@ class Pipeline:
                 continue
             delivered = [item for item in items if task.deliver(item)]
             self.skipped += len(items) - len(delivered)
+            control = [item for item in delivered if item.topic == self.ctx.community_topic]
+            if control:  # shares and watermarks of community periods, not events
+                task.control(control)
+                delivered = [item for item in delivered if item.topic != self.ctx.community_topic]
             self.processed += len(delivered)
             if not delivered:
+                if task.due(wall):
+                    await task.checkpoint()
                 continue
             task.seen(delivered, wall)
             valid: list[tuple[Inbound, EventBase]] = []

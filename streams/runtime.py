@@ -37,9 +37,15 @@ from sinks.migrations import apply_migrations
 from sinks.privacy import Pseudonymizer, load_or_create_key
 from sinks.sealing import Sealer
 from streams.alerting import rules_from_settings
-from streams.app import INPUT_STREAMS, OUTPUT_TOPICS, PulseApp
+from streams.app import COMMUNITY_TOPIC, INPUT_STREAMS, OUTPUT_TOPICS, PulseApp
 from streams.broker import EmbeddedBroker, cluster_id, ensure_topics, wait_for_broker
-from streams.checkpoint_store import Checkpoints, ClickHouseCheckpoints, KafkaCheckpoints
+from streams.checkpoint_store import (
+    Checkpoints,
+    ClickHouseCheckpoints,
+    KafkaCheckpoints,
+    read_commits,
+    roll_back,
+)
 from streams.config import Settings, redact_url
 from streams.kafka_config import librdkafka_config
 from streams.metrics import PulseMetrics
@@ -191,6 +197,8 @@ def build_pipeline(
         ),
         rules=rules,
         inputs=tuple(s.topic(n) for n in INPUT_STREAMS),
+        community_topic=s.topic(COMMUNITY_TOPIC),
+        partitions=s.partitions,
         scores_topic=s.topic("scores"),
         alerts_topic=s.topic("alerts"),
         sink=sink,
@@ -203,6 +211,7 @@ def build_pipeline(
         clickhouse=clickhouse,
         database=database,
         bootstrap=bootstrap,
+        kafka_config=kafka,
         broker_id=broker_id,
         checkpoint_seconds=s.checkpoint_seconds,
         idle_seconds=s.input_idle_seconds,
@@ -244,6 +253,7 @@ class Runtime:
         self.webhooks: WebhookSender | None = None
         self.bootstrap = settings.kafka_bootstrap
         self.started_at = time.time()
+        self.rolled_back_at_start = 0
 
     # --- lifecycle -------------------------------------------------------------
     def start(self, timeout: float = 60.0, *, consume: bool = True) -> Runtime:
@@ -258,7 +268,7 @@ class Runtime:
             self.bootstrap = self.broker.bootstrap
         else:
             wait_for_broker(self.bootstrap, config=kafka)
-        topics = [s.topic(n) for n in (*INPUT_STREAMS, *OUTPUT_TOPICS)]
+        topics = [s.topic(n) for n in (*INPUT_STREAMS, *OUTPUT_TOPICS, COMMUNITY_TOPIC)]
         replication = s.replication_factor
         ensure_topics(
             self.bootstrap, topics, s.partitions, replication_factor=replication, config=kafka
@@ -277,12 +287,14 @@ class Runtime:
         ca = s.clickhouse_ca_file
         self.clickhouse = connect(s.clickhouse_url, None, s.data_path, ca_file=ca)
         apply_migrations(self.clickhouse, s.clickhouse_database)
+        if s.state_store_kind == "kafka":
+            self._roll_back_every_task(kafka)
         self.reader = connect(
             s.clickhouse_url, s.clickhouse_database, s.data_path, readonly=True, ca_file=ca
         )
         self.pseudonym_key = load_or_create_key(s.pseudonym_key, s.data_path)
         self.pseudonym = Pseudonymizer(self.pseudonym_key)
-        self.faust = PulseApp(s, self.bootstrap)
+        self.faust = PulseApp(s, self.bootstrap, committed_offset=self.metrics.committed_offset)
         self.pipeline = build_pipeline(
             s,
             bootstrap=self.bootstrap,
@@ -310,6 +322,23 @@ class Runtime:
         if self.announce:
             self._announce()
         return self
+
+    def _roll_back_every_task(self, kafka: dict[str, Any]) -> None:
+        """Before joining the group: delete this ClickHouse's rows of checkpoints that never
+        committed, for every task, not only those this worker will be assigned.
+
+        With one ClickHouse per worker, rows a worker wrote before it crashed are in its
+        own database only; the task they belong to may be restored elsewhere and never
+        come back here, so this is the one moment they can be found."""
+        s = self.settings
+        commits = read_commits(self.bootstrap, s.commits_topic, config=kafka)
+        deleted = 0
+        for task in range(s.partitions):
+            rows = roll_back(
+                self.clickhouse, s.clickhouse_database, task, commits.get(task), "kafka"
+            )
+            deleted += sum(rows.values())
+        self.rolled_back_at_start = deleted
 
     def _build_webhooks(self) -> None:
         """The webhook sender (its own ClickHouse client), if a rule posts to a webhook."""
@@ -437,7 +466,8 @@ class Runtime:
             "partitions": sorted(tasks),
             "rebalances": self.faust.rebalances if self.thread else 0,
             "restored_members": sum(t.restored_members for t in tasks.values()),
-            "rolled_back_rows": sum(sum(t.rolled_back.values()) for t in tasks.values()),
+            "rolled_back_rows": self.rolled_back_at_start
+            + sum(sum(t.rolled_back.values()) for t in tasks.values()),
             "skipped_outputs": sum(t.skipped_outputs for t in tasks.values()),
             "at_risk": sum(t.risks.get("high", 0) for t in tasks.values()),
             "alerts_fired": sum(t.alerts_fired for t in tasks.values()),

@@ -37,12 +37,13 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from schemas.envelope import EventBase
 from scoring.alerts import AlertEngine, AlertRecord, RuleSet
+from scoring.alerts.community import CommunityAggregator, period_end
 from scoring.clock import from_ts
 from scoring.config import ScoringConfig
 from scoring.engine import ScoringEngine
@@ -56,6 +57,7 @@ from sinks.rows import (
     alert_row,
     event_row,
     metrics_row,
+    output_id,
     score_row,
     transition_row,
 )
@@ -102,6 +104,8 @@ class TaskContext:
     config: ScoringConfig
     rules: RuleSet
     inputs: tuple[str, ...]  # input topic names
+    community_topic: str  # shares of community periods, keyed by community
+    partitions: int  # of every input topic: the number of tasks
     scores_topic: str
     alerts_topic: str
     sink: ClickHouseSink
@@ -114,11 +118,14 @@ class TaskContext:
     clickhouse: Any  # clickhouse-connect client for roll-backs
     database: str
     bootstrap: str
+    kafka_config: dict[str, Any]  # TLS/SASL of every Kafka client (streams.kafka_config)
     broker_id: str
     checkpoint_seconds: float
     idle_seconds: float
     max_held: int
     highwater: HighWater | None
+    #: a task that received no event for this long stops holding community periods back
+    quiet_seconds: float = 60.0
     #: what is failing and retried (e.g. a restore while ClickHouse is away) -> since when
     #: (wall-clock seconds): /healthz reports it
     failing: dict[str, float] = field(default_factory=dict)
@@ -131,7 +138,14 @@ class PartitionTask:
         self.number = number
         self.ctx = ctx
         self.engine = ScoringEngine(ctx.config)
-        self.alerts = AlertEngine(ctx.rules)
+        # member rules here; community periods leave as shares for the aggregators
+        self.alerts = AlertEngine(ctx.rules, forward_community=True)
+        # the community rules of the communities whose partition of the community topic
+        # is this task's, over the shares of every task
+        self.aggregator = CommunityAggregator(ctx.rules, ctx.partitions)
+        self.recent_shares: list[dict[str, Any]] = []  # re-sent on restore (see _load)
+        self._last_event = time.monotonic()
+        self._reported: tuple[datetime | None, bool] | None = None
         self.order: EventTimeOrder[Inbound, EventBase] = EventTimeOrder(
             ctx.inputs,
             idle_seconds=ctx.idle_seconds,
@@ -140,11 +154,12 @@ class PartitionTask:
             partitions=[number],
         )
         self.lateness = timedelta(seconds=ctx.config.allowed_lateness_seconds)
-        self.trackers: dict[str, OffsetTracker[Inbound]] = {t: OffsetTracker() for t in ctx.inputs}
+        self.topics = (*ctx.inputs, ctx.community_topic)  # every topic whose partition is ours
+        self.trackers: dict[str, OffsetTracker[Inbound]] = {t: OffsetTracker() for t in self.topics}
         self.gen = generation(ctx.store.kind)
         self.seq = 0  # the newest checkpoint taken (committed or on its way)
         self.lineage = Lineage.start(self.gen, 0)  # as of the newest checkpoint taken
-        self.applied: dict[str, AppliedOffsets] = {t: AppliedOffsets.empty() for t in ctx.inputs}
+        self.applied: dict[str, AppliedOffsets] = {t: AppliedOffsets.empty() for t in self.topics}
         self.pending_ids: set[str] = set()  # held, or applied and not stored yet
         self.open = Checkpoint(Tags(number, self.gen, 1))
         self._last_commit: asyncio.Future[None] | None = None
@@ -188,26 +203,39 @@ class PartitionTask:
             commit,
             ctx.store.kind,
         )
+        same_broker = commit is None or commit.broker == ctx.broker_id
         if commit is not None:
             self.seq = commit.seq
             self.lineage = commit.lineage
-            if commit.broker == ctx.broker_id:
+            if same_broker:
                 self.applied.update(commit.inputs)
-                if ctx.store.kind == "kafka" and commit.outputs:
-                    skip = await _retrying(
-                        ctx.failing,
-                        f"task {self.number}: reading its uncommitted outputs",
-                        asyncio.to_thread,
-                        produced_after,
-                        ctx.bootstrap,
-                        commit,
-                    )
-                    ctx.outputs.skip[self.number] = skip
-                    self.skipped_outputs = len(skip)
+        if ctx.store.kind == "kafka" and same_broker:
+            # Scores and alerts of task n go to partition n of their topics, so what this
+            # task produced after its last commit (or ever, without one) is there
+            starts = dict(commit.outputs) if commit is not None else {}
+            for topic in (ctx.scores_topic, ctx.alerts_topic):
+                starts.setdefault(f"{topic}:{self.number}", 0)
+            skip = await _retrying(
+                ctx.failing,
+                f"task {self.number}: reading its uncommitted outputs",
+                asyncio.to_thread,
+                produced_after,
+                ctx.bootstrap,
+                self.number,
+                starts,
+                ctx.kafka_config,
+            )
+            ctx.outputs.skip[self.number] = skip
+            self.skipped_outputs = len(skip)
         if restored is not None:
             self._load(restored.members, restored.task_record)
         self.open = Checkpoint(Tags(self.number, self.gen, self.seq + 1))
         self.restored = True
+        # the aggregators may have lost what this task sent since their last checkpoint
+        # (an embedded broker starts empty): send the recent shares and the watermark again
+        for share in self.recent_shares:
+            self._send_share(share, again=True)
+        self._send_watermark()
         if restored is not None:
             log.info(
                 "task %d restored %d members at checkpoint %d in %.2fs",
@@ -230,7 +258,14 @@ class PartitionTask:
         if task_record:
             data = json.loads(sealer.open(task_record))
             self.engine.restore_models(base64.b64decode(data["models"]))
-            self.alerts = AlertEngine.from_dict(self.ctx.rules, data["alerts"])
+            self.alerts = AlertEngine.from_dict(
+                self.ctx.rules, data["alerts"], forward_community=True
+            )
+            if "aggregator" in data:
+                self.aggregator = CommunityAggregator.from_dict(
+                    self.ctx.rules, self.ctx.partitions, data["aggregator"]
+                )
+            self.recent_shares = list(data.get("shares", []))
             self.erasures = list(data.get("erasures", []))
         self._erase_pending()
 
@@ -283,6 +318,8 @@ class PartitionTask:
                 watermark = self.engine.watermark(self.number)
                 if watermark is not None:
                     self._alerts_emit(self.alerts.advance(watermark))
+                    self._forward_shares()
+        self._report()
 
     def apply(self, items: list[tuple[Inbound, EventBase]]) -> None:
         """Apply events (in event-time order) and buffer what they produce."""
@@ -319,6 +356,7 @@ class PartitionTask:
             checkpoint.add_rows("events", [self._event_row(item, event, checkpoint.tags)])
             checkpoint.event_ids.append(event_id)
             self._freshness(item)
+            self._last_event = time.monotonic()
             if out:
                 self._emit([(event_id, r) for r in out], event)
 
@@ -374,6 +412,7 @@ class PartitionTask:
         checkpoint.add_rows("lifecycle_transitions", transitions)
         checkpoint.add_rows("model_metrics", model_rows)
         self._alerts_emit(alerts)
+        self._forward_shares()
 
     def _count(self, record: ScoreRecord) -> None:
         previous = self._last.get(record.member_id)
@@ -386,12 +425,13 @@ class PartitionTask:
 
     def _model_gauges(self, record: ModelMetrics) -> None:
         m = self.ctx.metrics
+        partition = str(self.number)
         if record.roc_auc is not None:
-            m.model_roc_auc.labels(record.model).set(record.roc_auc)
+            m.model_roc_auc.labels(record.model, partition).set(record.roc_auc)
         if record.log_loss is not None:
-            m.model_log_loss.labels(record.model).set(record.log_loss)
+            m.model_log_loss.labels(record.model, partition).set(record.log_loss)
         if record.drift_detected:
-            m.model_drift.labels(record.model).inc()
+            m.model_drift.labels(record.model, partition).inc()
 
     def _publish_score(self, record: ScoreRecord, row: dict[str, Any], tags: Tags) -> None:
         """``pulse.scores`` keeps the member id (the topic is internal); ClickHouse never does."""
@@ -408,6 +448,7 @@ class PartitionTask:
             value,
             tags=tags,
             identity=row["output_id"],
+            partition=self.number,  # a task's outputs on its own partition: see restore
         )
         if not produced:
             self.skipped_outputs += 1
@@ -425,10 +466,112 @@ class PartitionTask:
                 alerts.extend(engine.on_survey(event.community_id, int(nps), event.occurred_at))
         return alerts
 
+    # --- community periods -----------------------------------------------------------
+    def _forward_shares(self) -> None:
+        """Send this task's shares of the community periods its alert clock closed."""
+        for kind, period, community, values in self.alerts.drain_closed():
+            share = {
+                "kind": kind,
+                "period": period,
+                "community": community,
+                "source": self.number,
+                "values": values,
+            }
+            self.recent_shares.append(share)
+            self._send_share(share)
+        if self.recent_shares:  # keep two weeks: what an aggregator may still be missing
+            horizon = self.alerts.watermark
+            if horizon is not None:
+                oldest = horizon - timedelta(days=14)
+                self.recent_shares = [
+                    s for s in self.recent_shares if period_end(s["kind"], s["period"]) > oldest
+                ]
+
+    def _send_share(self, share: dict[str, Any], *, again: bool = False) -> None:
+        ctx = self.ctx
+        value = json.dumps(share, separators=(",", ":")).encode()
+        key = str(share["community"]).encode()
+        identity = output_id(
+            "share", str(share["source"]), share["kind"], share["period"], share["community"]
+        )
+        if again:  # committed already: sent again on purpose, the aggregator replaces it
+            ctx.outputs.produce_plain(ctx.community_topic, key, value, [])
+        else:
+            ctx.outputs.produce(
+                ctx.community_topic, key, value, tags=self.open.tags, identity=identity
+            )
+
+    def _report(self) -> None:
+        """Send the watermark again if it moved, or the task fell quiet or woke up."""
+        quiet = time.monotonic() - self._last_event >= self.ctx.quiet_seconds
+        if (self.alerts.watermark, quiet) != self._reported:
+            self._send_watermark()
+
+    def _send_watermark(self) -> None:
+        """Tell every aggregator how far this task closed its shares (or that it is quiet).
+
+        Sent after the shares it covers, by the same producer: on each partition of the
+        community topic a share comes before the watermark that says it is in."""
+        ctx = self.ctx
+        at = self.alerts.watermark
+        quiet = time.monotonic() - self._last_event >= ctx.quiet_seconds
+        self._reported = (at, quiet)
+        value = json.dumps(
+            {
+                "kind": "watermark",
+                "source": self.number,
+                "at": at.isoformat() if at is not None else None,
+                "quiet": quiet,
+            },
+            separators=(",", ":"),
+        ).encode()
+        for partition in range(ctx.partitions):
+            ctx.outputs.produce_plain(ctx.community_topic, None, value, [], partition=partition)
+
+    def control(self, items: list[Inbound]) -> None:
+        """Messages of this task's partition of the community topic: shares and watermarks
+        for the communities it aggregates. Closes what every source has passed."""
+        aggregator = self.aggregator
+        for item in items:
+            try:
+                data = json.loads(item.value)
+                if data["kind"] == "watermark":
+                    at = datetime.fromisoformat(data["at"]) if data["at"] else None
+                    aggregator.watermark(int(data["source"]), at, quiet=bool(data["quiet"]))
+                else:
+                    aggregator.share(
+                        str(data["kind"]),
+                        str(data["period"]),
+                        str(data["community"]),
+                        source=int(data["source"]),
+                        values=[float(v) for v in data["values"]],
+                    )
+            except (ValueError, KeyError, TypeError) as exc:  # not ours: skip, loudly
+                log.warning("task %d: unreadable community message (%s)", self.number, exc)
+            self.open.messages.append(item)
+        self._alerts_emit(aggregator.close())
+
     def _alerts_emit(self, alerts: list[AlertRecord]) -> None:
         if not alerts:
             return
         ctx = self.ctx
+        # a member alert's id is derived from the pseudonym: an id over the member id in
+        # clear could be matched against guessed member ids
+        alerts = [
+            replace(
+                a,
+                alert_id=output_id(
+                    "alert",
+                    a.rule,
+                    ctx.pseudonym(a.subject_id),
+                    a.episode_start.isoformat(),
+                    a.status,
+                ),
+            )
+            if a.subject_type == "member"
+            else a
+            for a in alerts
+        ]
         checkpoint = self.open
         tags = checkpoint.tags
         now = datetime.now(UTC)
@@ -449,6 +592,7 @@ class PartitionTask:
                 value,
                 tags=tags,
                 identity=alert.alert_id,
+                partition=self.number,
             )
             counter = (
                 ctx.metrics.alerts_fired if alert.status == "fired" else ctx.metrics.alerts_resolved
@@ -562,6 +706,8 @@ class PartitionTask:
         task_record = {
             "models": base64.b64encode(self.engine.models_checkpoint()).decode(),
             "alerts": self.alerts.to_dict(),
+            "aggregator": self.aggregator.to_dict(),
+            "shares": self.recent_shares,
             "erasures": self.erasures,
         }
         record = sealer.seal(json.dumps(task_record, separators=(",", ":")).encode())
@@ -602,6 +748,10 @@ class PartitionTask:
         await self.committed()
         if self._erasing is not None:
             await self._erasing
+        m = self.ctx.metrics
+        for model in ("churn", "conversion"):  # the new owner reports this partition's models
+            for gauge in (m.model_roc_auc, m.model_log_loss):
+                gauge.remove(model, str(self.number))
 
     def member_scores(self, member_id: str) -> dict[str, Any] | None:
         """The member's scores at its last score, as ``member_scores`` has them (None: not
@@ -626,7 +776,7 @@ class PartitionTask:
             highwater=self.ctx.highwater,
             partitions=[self.number],
         )
-        self.trackers = {t: OffsetTracker() for t in self.ctx.inputs}
+        self.trackers = {t: OffsetTracker() for t in self.topics}
         self.pending_ids.clear()
 
     @property

@@ -126,8 +126,13 @@ def _day_end(day: str) -> datetime:
 class AlertEngine:
     """Evaluates a :class:`RuleSet` over scores, surveys and watermarks (see module doc)."""
 
-    def __init__(self, rules: RuleSet) -> None:
+    def __init__(self, rules: RuleSet, *, forward_community: bool = False) -> None:
         self.rules = rules
+        #: with ``forward_community`` closed days and weeks are not evaluated here: they
+        #: wait in :attr:`closed` as partial aggregates for the community's aggregator
+        #: (:mod:`scoring.alerts.community`), which sees the whole community
+        self.forward_community = forward_community
+        self.closed: list[tuple[str, str, str, list[float]]] = []
         self._members: dict[str, _Member] = {}
         self._episodes: dict[str, dict[str, _Episode]] = {r.name: {} for r in rules.rules}
         self._watermark: datetime | None = None
@@ -231,14 +236,22 @@ class AlertEngine:
         out: list[AlertRecord] = []
         for day in sorted(d for d in self._days if _day_end(d) <= watermark):
             for community, scores in sorted(self._days.pop(day).items()):
-                out += self._close_day(
-                    community, day, sum(scores.values()) / len(scores), len(scores)
-                )
+                if self.forward_community:
+                    self.closed.append(
+                        ("day", day, community, [sum(scores.values()), float(len(scores))])
+                    )
+                else:
+                    out += self.close_day(
+                        community, day, sum(scores.values()) / len(scores), len(scores)
+                    )
         for monday in sorted(
             m for m in self._weeks if _day_end(m) + timedelta(days=6) <= watermark
         ):
             for community, counts in sorted(self._weeks.pop(monday).items()):
-                out += self._close_week(community, monday, counts)
+                if self.forward_community:
+                    self.closed.append(("week", monday, community, [float(c) for c in counts]))
+                else:
+                    out += self.close_week(community, monday, counts)
         for rule in self.rules.rules:
             episodes = self._episodes[rule.name]
             for subject in sorted(episodes):
@@ -252,7 +265,19 @@ class AlertEngine:
 
     # -- community rules ----------------------------------------------------------------
 
-    def _close_day(self, community: str, day: str, index: float, members: int) -> list[AlertRecord]:
+    def drain_closed(self) -> list[tuple[str, str, str, list[float]]]:
+        """Days and weeks closed since the last call: (kind, period, community, values) --
+        ``day``: [sum of the members' scores, members]; ``week``: NPS answer counts."""
+        closed, self.closed = self.closed, []
+        return closed
+
+    @property
+    def watermark(self) -> datetime | None:
+        """Event time up to which days and weeks are closed."""
+        return self._watermark
+
+    def close_day(self, community: str, day: str, index: float, members: int) -> list[AlertRecord]:
+        """Evaluate the community rules on one closed day's engagement index."""
         history = self._history.setdefault(community, [])
         at = _day_end(day)
         out: list[AlertRecord] = []
@@ -280,7 +305,8 @@ class AlertEngine:
         self._history[community] = [(d, v) for d, v in history if d >= first]
         return out
 
-    def _close_week(self, community: str, monday: str, counts: list[int]) -> list[AlertRecord]:
+    def close_week(self, community: str, monday: str, counts: list[int]) -> list[AlertRecord]:
+        """Evaluate the community rules on one closed ISO week's NPS answer counts."""
         promoters, _, detractors = counts
         n = sum(counts)
         nps = 100.0 * (promoters - detractors) / n
@@ -405,11 +431,13 @@ class AlertEngine:
         }
 
     @classmethod
-    def from_dict(cls, rules: RuleSet, data: dict[str, Any]) -> AlertEngine:
+    def from_dict(
+        cls, rules: RuleSet, data: dict[str, Any], *, forward_community: bool = False
+    ) -> AlertEngine:
         """Restore :meth:`to_dict` output; episodes of rules no longer configured are dropped."""
         if data.get("format") != _FORMAT:
             raise ValueError(f"unknown alert engine checkpoint format {data.get('format')!r}")
-        engine = cls(rules)
+        engine = cls(rules, forward_community=forward_community)
         engine._watermark = _dt(data["watermark"]) if data["watermark"] else None
         engine._members = {
             m: _Member(_dt(seen), stage, [(_dt(t), float(v)) for t, v in peaks])

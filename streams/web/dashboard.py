@@ -207,13 +207,13 @@ class DashboardSource:
                 histogram[int(row["k"])] = int(row["n"])
         mean = conversion["mean"]
         auc = q(
-            f"SELECT model, at, roc_auc FROM {db}.model_metrics FINAL "
+            f"SELECT model, at, roc_auc FROM {db}.model_metrics "
             "WHERE roc_auc IS NOT NULL ORDER BY at DESC LIMIT 600",
             {},
         )
         alerts = q(
             "SELECT raised_at, rule, severity, status, subject_type, subject_id, value, threshold "
-            f"FROM {db}.alerts FINAL ORDER BY emitted_at DESC, raised_at DESC LIMIT 15",
+            f"FROM {db}.alerts ORDER BY emitted_at DESC, raised_at DESC LIMIT 15",
             {},
         )
         last_fresh = next((p.p95 for p in reversed(fresh) if p.p95 is not None), None)

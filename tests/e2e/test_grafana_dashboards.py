@@ -100,11 +100,11 @@ def test_the_dashboards_have_targets() -> None:
 
 # --- the running system ------------------------------------------------------------------
 def _rules_with_webhook(tmp_path: Path, url: str) -> Path:
-    """The shipped rules, with engagement_drop_30 posting to ``url``."""
+    """The shipped rules, with community_engagement_drop posting to ``url`` (the
+    community's alert: it is computed over every partition, whichever worker owns it)."""
     shipped = (ROOT / "scoring" / "alerts" / "default_rules.toml").read_text()
-    text = shipped.replace(
-        'name = "engagement_drop_30"\n', 'name = "engagement_drop_30"\nwebhook = "test"\n'
-    )
+    rule = 'name = "community_engagement_drop"\n'
+    text = shipped.replace(rule, rule + 'webhook = "test"\n')
     assert text != shipped
     path = tmp_path / "rules.toml"
     path.write_text(

@@ -324,7 +324,14 @@ def test_healthz_reports_a_failing_sink_then_a_stopped_consumer(settings: Settin
         producer = PulseProducer(s.kafka_bootstrap, topic_prefix=s.topic_prefix)
         producer.send(event("post_created", "m-1", recent(1)))  # its partition's task restores
         producer.flush()
-        wait_for(lambda: runtime.status()["processed"] == 1, 60, "the first event")
+        wait_for(
+            lambda: (
+                runtime.status()["processed"] == 1
+                and len(runtime.status()["partitions"]) == s.partitions
+            ),
+            60,
+            "the first event, every partition's task restored",
+        )
         admin.command(f"DETACH TABLE {s.clickhouse_database}.failed_events")
         producer.send_raw(s.topic("interactions"), b"m-1", b"{broken")
         producer.flush()

@@ -1,0 +1,212 @@
+"""The partition tasks' commit rules, driven message by message on the real pipeline.
+
+The pipeline is built as a worker builds it (:func:`streams.runtime.build_pipeline`:
+its sink writes to the real ClickHouse engine, its producer to the real broker),
+and fed :class:`Inbound` messages directly, so a test decides which message comes
+when and records every acknowledgement the pipeline gives Faust. Each test is a
+problem found in the single-worker core (issue 8, problems 1-3):
+
+1. a commit passed an event still held for event-time order;
+2. the 1 s tick checkpointed events a concurrent batch had not applied yet;
+3. an event held at a revocation was dropped as a duplicate when redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from factories import event
+from prometheus_client import CollectorRegistry
+
+from sinks.clickhouse import connect
+from sinks.migrations import apply_migrations
+from streams.app import COMMUNITY_TOPIC, INPUT_STREAMS, OUTPUT_TOPICS, PulseApp
+from streams.broker import cluster_id, ensure_topics
+from streams.config import Settings
+from streams.metrics import PulseMetrics
+from streams.pipeline import Inbound, Pipeline
+from streams.runtime import build_pipeline
+
+pytestmark = pytest.mark.integration
+
+T = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+
+class Feed:
+    """Builds the messages of one test and records the acknowledgements they get."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.acked: list[tuple[str, int, int]] = []
+
+    def message(self, stream: str, partition: int, offset: int, doc: dict[str, Any]) -> Inbound:
+        topic = self.settings.topic(stream)
+
+        def ack() -> None:
+            self.acked.append((stream, partition, offset))
+
+        return Inbound(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=str(doc["member_id"]).encode(),
+            value=json.dumps(doc).encode(),
+            timestamp=None,
+            ack=ack,
+        )
+
+    def acks(self, stream: str) -> list[int]:
+        return [offset for s, _, offset in self.acked if s == stream]
+
+
+@asynccontextmanager
+async def _pipeline(settings: Settings) -> AsyncIterator[tuple[Pipeline, Feed]]:
+    # held events are released by the horizon alone: no input falls idle during a test
+    s = settings.with_(state_store="clickhouse", input_idle_seconds=3600, checkpoint_seconds=0)
+    topics = [s.topic(n) for n in (*INPUT_STREAMS, *OUTPUT_TOPICS, COMMUNITY_TOPIC)]
+    ensure_topics(s.kafka_bootstrap, topics, s.partitions)
+    client = connect("", None, s.data_path)
+    apply_migrations(client, s.clickhouse_database)
+    built = build_pipeline(
+        s,
+        bootstrap=s.kafka_bootstrap,
+        broker_id=cluster_id(s.kafka_bootstrap),
+        clickhouse=client,
+        pseudonym_key=s.pseudonym_key.encode(),
+        faust_app=PulseApp(s, s.kafka_bootstrap),  # not started: no consumer, no highwater
+        metrics=PulseMetrics(CollectorRegistry()),
+    )
+    await built.assign(range(s.partitions), lambda: True)
+    sink = asyncio.create_task(built.sink.run())
+    try:
+        yield built, Feed(s)
+    finally:
+        sink.cancel()
+        built.ctx.outputs.close()
+
+
+def _run(settings: Settings, scenario: Callable[[tuple[Pipeline, Feed]], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with _pipeline(settings) as pipeline:
+            await scenario(pipeline)
+
+    asyncio.run(main())
+
+
+async def _settle(pipeline: Pipeline) -> None:
+    """Commit whatever is due and wait until it is stored and acknowledged."""
+    await pipeline.tick()
+    for task in pipeline.tasks.values():
+        await task.committed()
+
+
+def _rows(pipeline: Pipeline, sql: str) -> list[tuple[Any, ...]]:
+    db = pipeline.ctx.database
+    return list(pipeline.ctx.clickhouse.query(sql.format(db=db)).result_rows)
+
+
+def _doc(kind: str, member: str, minutes: float) -> dict[str, Any]:
+    """An event ``minutes`` after 10:00."""
+    return event(kind, member, T + timedelta(minutes=minutes), event_id=str(uuid.uuid4()))
+
+
+def test_a_commit_never_passes_an_event_still_held(settings: Settings) -> None:
+    _run(settings, _never_passes_a_held_event)
+
+
+async def _never_passes_a_held_event(pipeline: tuple[Pipeline, Feed]) -> None:
+    """Problem 1: offset 0 (10:10) is held while offset 1 (10:01) is applied and stored;
+    nothing of the partition may be acknowledged before offset 0 is."""
+    p, feed = pipeline
+    late = feed.message("interactions", 0, 0, _doc("post_created", "m-a", 10))
+    early = feed.message("interactions", 0, 1, _doc("post_created", "m-b", 1))
+    # the purchases input is behind (10:05): the horizon stops there
+    behind = feed.message("purchases", 0, 0, _doc("quote_requested", "m-c", 5))
+    await p.handle([late, early, behind])
+    await _settle(p)
+    assert feed.acks("purchases") == [0]
+    assert feed.acks("interactions") == []  # offset 1 is stored, but offset 0 is held
+    stored = _rows(p, "SELECT count() FROM {db}.events")[0][0]
+    assert stored == 2  # early and behind: applied, stored, committed
+
+    ahead = feed.message("purchases", 0, 1, _doc("quote_requested", "m-c", 20))
+    await p.handle([ahead])
+    await _settle(p)
+    assert feed.acks("interactions") == [0, 1]  # in offset order, once both are stored
+    assert _rows(p, "SELECT count() FROM {db}.events")[0][0] == 3
+
+
+def test_the_tick_waits_for_a_batch_in_progress(settings: Settings) -> None:
+    _run(settings, _tick_waits_for_a_batch)
+
+
+async def _tick_waits_for_a_batch(pipeline: tuple[Pipeline, Feed]) -> None:
+    """Problem 2: a tick during a batch (here: the batch waits for the event-id lookup)
+    must not checkpoint or acknowledge anything the batch has not applied."""
+    p, feed = pipeline
+    gate = asyncio.Event()
+    lookup = p.ctx.index.seen
+
+    async def slow_seen(ids: list[str]) -> set[str]:
+        await gate.wait()
+        return await lookup(ids)
+
+    p.ctx.index.seen = slow_seen  # type: ignore[method-assign]
+    docs = [_doc("post_created", f"m-{i}", i) for i in range(5)]
+    batch = [feed.message("interactions", 1, i, d) for i, d in enumerate(docs)]
+    batch.append(feed.message("purchases", 1, 0, _doc("quote_requested", "m-9", 60)))
+    handling = asyncio.create_task(p.handle(batch))
+    while not p.lock.locked():
+        await asyncio.sleep(0.01)
+    ticking = asyncio.create_task(p.tick())
+    await asyncio.sleep(0.3)
+    assert not ticking.done()  # the tick waits for the batch
+    assert feed.acked == [] and _rows(p, "SELECT count() FROM {db}.events")[0][0] == 0
+    gate.set()
+    await asyncio.gather(handling, ticking)
+    await _settle(p)
+    states = p.tasks[1].engine.states
+    assert {f"m-{i}" for i in range(5)} <= set(states)  # every acknowledged event applied
+    assert feed.acks("interactions") == [0, 1, 2, 3, 4]
+    assert feed.acks("purchases") == []  # 11:00: held until the interactions pass it
+    assert _rows(p, "SELECT count() FROM {db}.events")[0][0] == 5
+
+
+def test_an_event_held_at_a_revocation_is_applied_when_redelivered(settings: Settings) -> None:
+    _run(settings, _held_event_redelivered)
+
+
+async def _held_event_redelivered(pipeline: tuple[Pipeline, Feed]) -> None:
+    """Problem 3: an event held when its partition is revoked is dropped unacknowledged;
+    redelivered (to this worker again), it is applied and stored, not taken for a
+    duplicate of itself."""
+    p, feed = pipeline
+    held_doc = _doc("post_created", "m-held", 30)
+    held = feed.message("interactions", 0, 0, held_doc)
+    behind = feed.message("purchases", 0, 0, _doc("quote_requested", "m-x", 0))
+    await p.handle([held, behind])
+    await _settle(p)
+    assert p.tasks[0].held == 1 and feed.acks("interactions") == []
+
+    await p.revoke()  # commits what was applied; drops what is held
+    await p.assign(range(p.ctx.partitions), lambda: True)  # the partition comes back here
+    again = feed.message("interactions", 0, 0, held_doc)  # Faust seeks to the committed offset
+    ahead = feed.message("purchases", 0, 1, _doc("quote_requested", "m-x", 60))
+    await p.handle([again, ahead])
+    await _settle(p)
+    rows = _rows(
+        p,
+        "SELECT count() FROM {db}.events WHERE event_id = toUUID('" + held_doc["event_id"] + "')",
+    )
+    assert rows == [(1,)]
+    assert p.duplicates == 0
+    scores = _rows(p, "SELECT count() FROM {db}.score_history WHERE trigger = 'event'")
+    assert scores == [(2,)]  # the first quote and the redelivered post (11:00 is held)
+    assert feed.acks("interactions") == [0]
