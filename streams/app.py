@@ -183,6 +183,11 @@ class PulseApp:
         inputs = set(self.input_topics)
         partitions = {tp.partition for tp in assigned if tp.topic in inputs}
         log.info("assigned input partitions %s", sorted(partitions))
+        # a partition new to this worker (or back after another owner moved it on): the
+        # high watermark cached from before is stale; its first fetch reports the real one
+        fresh = partitions - set(self._pipeline().tasks)
+        for key in [k for k in self._highwaters if k[1] in fresh]:
+            del self._highwaters[key]
         await self._pipeline().assign(partitions, lambda: self._recovered)
 
     async def _on_recovered(self, app: Any, **_: Any) -> None:

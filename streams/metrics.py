@@ -109,6 +109,12 @@ class PulseMetrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.offset_holes = Counter(
+            "pulse_offset_holes_total",
+            "Input offsets the consumer skipped without delivering them (lost messages).",
+            ["topic"],
+            registry=r,
+        )
         self.acked_messages = Counter(
             "pulse_acked_messages_total",
             "Messages acknowledged for commit after their rows were stored.",

@@ -55,6 +55,13 @@ class OffsetTracker(Generic[M]):
         self.acked_through = -1  # highest offset whose message (and all before) is released
 
     @property
+    def next_expected(self) -> int | None:
+        """The offset after the newest one tracked (None: nothing tracked yet)."""
+        if self._order:
+            return self._order[-1] + 1
+        return self.acked_through + 1 if self.acked_through >= 0 else None
+
+    @property
     def pending(self) -> int:
         """Messages delivered and not released yet."""
         return len(self._order)

@@ -79,6 +79,7 @@ class _Input:
     newest: float | None  # newest event time delivered (epoch seconds); None: nothing yet
     last_delivery: float | None  # wall time (monotonic seconds) of its last delivery
     offset: int | None = None  # offset of its last delivery
+    expected: bool = False  # offset is where it will start (see starts_at), not a delivery
 
 
 #: (topic, partition) -> the broker's high watermark from the latest fetch (None: unknown)
@@ -125,6 +126,18 @@ class EventTimeOrder(Generic[ItemT, EventT]):
             state = self._input(item.topic, item.partition, now)
             state.last_delivery = now
             state.offset = item.offset if state.offset is None else max(state.offset, item.offset)
+            state.expected = False
+
+    def starts_at(self, topic: str, partition: int, offset: int) -> None:
+        """The input will deliver from ``offset`` on (everything before it is applied: a
+        restored checkpoint says so). Until it delivers, it is idle only once the broker
+        reports no message at or after ``offset`` -- never by the wall clock, so a
+        partition that is slow to be fetched after a rebalance cannot let the horizon
+        pass its events."""
+        state = self._input(topic, partition, None)
+        if state.offset is None:
+            state.offset = offset - 1
+            state.expected = True
 
     def add(self, items: Sequence[tuple[ItemT, EventT]], now: float) -> None:
         """Record a delivery of valid, new events and hold them."""
@@ -142,7 +155,7 @@ class EventTimeOrder(Generic[ItemT, EventT]):
             for name in self.topics:
                 self._inputs.setdefault((name, partition), _Input(None, now))
 
-    def _input(self, topic: str, partition: int, now: float) -> _Input:
+    def _input(self, topic: str, partition: int, now: float | None) -> _Input:
         self._register(partition, now)
         return self._inputs.setdefault((topic, partition), _Input(None, now))
 
@@ -161,6 +174,8 @@ class EventTimeOrder(Generic[ItemT, EventT]):
             high = self.highwater(*key)
             if high is not None:
                 return state.offset + 1 >= high
+        if state.expected:  # nothing delivered yet, and no fetch says it is caught up
+            return False
         # without a high watermark: idle after idle_seconds without a delivery; an input
         # that never delivered counts from the first delivery of any input (fetching began)
         since = state.last_delivery if state.last_delivery is not None else self._first_delivery

@@ -23,9 +23,11 @@ Life of a task on a worker:
 * **hold / release / apply**: valid new events wait for the horizon, are applied
   in event-time order, their outputs produced and buffered in the open checkpoint;
 * **checkpoint** (every ``PULSE_CHECKPOINT_SECONDS``, or when asked);
-* **revoke** (the partition moves): checkpoint what was applied and wait for the
-  commit; events still held are dropped, unacknowledged, so the new owner gets
-  them; the task is forgotten, so none of its timers fires here again.
+* **revoke** (a rebalance starts): checkpoint what was applied and wait for the
+  commit. If the partition stays, the task goes on with what it holds (the
+  consumer goes on from its position); if it moves, the task is forgotten at the
+  assignment: its held events stay unacknowledged, so the new owner reads them
+  from the committed offset, and none of its timers fires here again.
 """
 
 from __future__ import annotations
@@ -209,6 +211,9 @@ class PartitionTask:
             self.lineage = commit.lineage
             if same_broker:
                 self.applied.update(commit.inputs)
+                for topic in ctx.inputs:  # its events come from there on, however late
+                    if topic in commit.inputs:
+                        self.order.starts_at(topic, self.number, commit.inputs[topic].below)
         if ctx.store.kind == "kafka" and same_broker:
             # Scores and alerts of task n go to partition n of their topics, so what this
             # task produced after its last commit (or ever, without one) is there
@@ -284,6 +289,15 @@ class PartitionTask:
             self._acknowledge([item])
             return False
         return True
+
+    def expected(self, topic: str) -> int | None:
+        """The offset this task needs next on ``topic`` (None: any is fine): after the
+        newest one delivered, or, before the first delivery, where its commit ends."""
+        tracked = self.trackers[topic].next_expected
+        if tracked is not None:
+            return tracked
+        below = self.applied[topic].below
+        return below if below > 0 else None
 
     def finished(self, item: Inbound) -> None:
         """A message that needs no more than a checkpoint (a reject or a duplicate)."""
@@ -764,20 +778,6 @@ class PartitionTask:
             moment = row[name]
             row[name] = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
         return row
-
-    def reset_intake(self) -> None:
-        """After a revocation: held events are dropped (the broker redelivers them to the
-        next owner -- maybe this worker again), and offsets are tracked afresh, from
-        where the consumer group committed."""
-        self.order = EventTimeOrder(
-            self.ctx.inputs,
-            idle_seconds=self.ctx.idle_seconds,
-            max_held=self.ctx.max_held,
-            highwater=self.ctx.highwater,
-            partitions=[self.number],
-        )
-        self.trackers = {t: OffsetTracker() for t in self.topics}
-        self.pending_ids.clear()
 
     @property
     def held(self) -> int:

@@ -156,3 +156,35 @@ def test_a_partition_that_never_delivers_falls_idle_after_the_first_delivery() -
     order.add([ev("i", 0, 1.0, partition=0)], now=100.0)
     assert order.release(now=104.0) == []
     assert hours(order.release(now=105.0)) == [1]
+
+
+def test_a_restored_input_slow_to_be_fetched_holds_the_horizon() -> None:
+    """Issue 8: after a partition moved, its interactions were fetched seconds after its
+    purchases; by the wall clock the interactions fell idle and a purchase was applied
+    before an earlier consent change. An input restored at offset 40 waits until it
+    delivers, or until a fetch reports nothing at or after 40."""
+    highs: dict[tuple[str, int], int] = {}
+    order: EventTimeOrder[Item, Event] = EventTimeOrder(
+        ["i", "p"], idle_seconds=1.0, highwater=lambda t, p: highs.get((t, p)), partitions=[0]
+    )
+    order.starts_at("i", 0, 40)
+    order.starts_at("p", 0, 7)
+    order.add([ev("p", 7, 50.0)], now=0.0)
+    highs[("p", 0)] = 8
+    assert order.release(now=30.0) == []  # no fetch of "i" yet: never idle by the clock
+    highs[("i", 0)] = 45
+    assert order.release(now=31.0) == []  # "i" has offsets 40-44 to deliver
+    order.add([ev("i", 40, 10.0)], now=32.0)
+    assert hours(order.release(now=32.0)) == [10]  # "i" holds the horizon at 10 h
+    order.add([ev("i", 44, 60.0)], now=33.0)
+    assert hours(order.release(now=33.0)) == [50, 60]  # both caught up: all is in
+
+
+def test_a_restored_input_with_nothing_left_is_idle_once_fetched() -> None:
+    highs = {("i", 0): 40, ("p", 0): 8}
+    order: EventTimeOrder[Item, Event] = EventTimeOrder(
+        ["i", "p"], idle_seconds=1.0, highwater=lambda t, p: highs.get((t, p)), partitions=[0]
+    )
+    order.starts_at("i", 0, 40)
+    order.add([ev("p", 7, 50.0)], now=0.0)
+    assert hours(order.release(now=0.0)) == [50]
