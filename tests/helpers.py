@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,11 @@ def consume_all(
             "enable.auto.commit": False,
         }
     )
-    consumer.subscribe([topic])
+    # every partition assigned by hand: no group to join (a join on Tansu can take
+    # as long as its rebalance delay)
+    metadata = consumer.list_topics(topic, timeout=10)
+    partitions = sorted(metadata.topics[topic].partitions)
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     messages: list[object] = []
     deadline = time.monotonic() + timeout
     quiet_since: float | None = None

@@ -139,7 +139,8 @@ def test_a_killed_replay_run_again_writes_every_output_once(
         if name == "killed":
             at = _replay_killed_after_a_third(env, path, total)
             print(f"{record}: killed at {at:,} of {total:,} lines processed")
-        else:  # the same two replays, the first one whole
+        elif record == "kafka":  # the same two replays, the first one whole (the second
+            # publishes the file again into the same topics: new messages, new failures)
             first = run_pulse(["replay", str(path)], env, timeout=600)
             assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
         result = run_pulse(["replay", str(path)], env, timeout=600)
