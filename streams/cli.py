@@ -207,6 +207,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
             "the pipeline to store every line",
             on_tick=progress,
         )
+        # the community alerts of the last periods: aggregated after the inputs
+        wait_until(runtime.drained, args.timeout, "the community periods to close")
         status = runtime.status()
     finally:
         runtime.stop()

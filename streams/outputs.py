@@ -53,6 +53,18 @@ class OutputProducer:
         self.ends: dict[int, dict[str, int]] = {}
         # task -> output ids produced by checkpoints that never committed
         self.skip: dict[int, set[str]] = {}
+        # "topic:partition" -> offset after the newest message without identity delivered
+        self.plain_ends: dict[str, int] = {}
+
+    def produced_through(self, topic: str) -> dict[int, int]:
+        """Partition -> offset after the newest message this worker delivered to ``topic``."""
+        ends: dict[int, int] = {}
+        for where in (*self.ends.values(), self.plain_ends):
+            for key, offset in where.items():
+                name, _, partition = key.rpartition(":")
+                if name == topic:
+                    ends[int(partition)] = max(ends.get(int(partition), 0), offset)
+        return ends
 
     def produce(
         self,
@@ -108,10 +120,14 @@ class OutputProducer:
         """Queue a message without identity (dead letters: keyed by their source offset;
         watermarks: to an explicit ``partition``)."""
         extra: dict[str, Any] = {} if partition is None else {"partition": partition}
+        plain = self.plain_ends
 
         def delivered(error: KafkaError | None, message: Message) -> None:
             if error is not None:
                 self._errors.append(str(error))
+                return
+            where = f"{message.topic()}:{message.partition()}"
+            plain[where] = max(plain.get(where, 0), (message.offset() or 0) + 1)
 
         while True:
             try:

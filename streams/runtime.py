@@ -449,6 +449,24 @@ class Runtime:
         acked = self.acked_offsets()
         return all(acked.get(tp, -1) >= offset for tp, offset in targets.items())
 
+    def drained(self) -> bool:
+        """Once the inputs are stored: every task caught up and its watermark sent, and
+        every community message produced so far applied and committed -- so the
+        community alerts of the last periods are in too (``pulse replay`` waits for it)."""
+        p = self.pipeline
+        if p is None:
+            return True
+        now = time.monotonic()
+        for task in p.tasks.values():
+            if task.held or not task.order.caught_up(now) or not task.reported:
+                return False
+        topic = self.settings.topic(COMMUNITY_TOPIC)
+        acked = self.acked_offsets()
+        produced = p.ctx.outputs.produced_through(topic)
+        if any(acked.get((topic, part), -1) < end - 1 for part, end in produced.items()):
+            return False
+        return self.settled()
+
     def settled(self) -> bool:
         """Nothing held for event-time order, nothing waiting for a commit or ClickHouse."""
         p = self.pipeline

@@ -542,6 +542,11 @@ class PartitionTask:
         for partition in range(ctx.partitions):
             ctx.outputs.produce_plain(ctx.community_topic, None, value, [], partition=partition)
 
+    @property
+    def reported(self) -> bool:
+        """Whether the aggregators were told this task's current watermark."""
+        return self._reported is not None and self._reported[0] == self.alerts.watermark
+
     def control(self, items: list[Inbound]) -> None:
         """Messages of this task's partition of the community topic: shares and watermarks
         for the communities it aggregates. Closes what every source has passed."""
