@@ -27,6 +27,7 @@ from faust.types import TP, EventT
 from prometheus_client import Gauge
 
 from streams.config import Settings
+from streams.consumer import PulseTransport, Rewinder
 from streams.kafka_config import faust_credentials
 from streams.pipeline import Inbound, Pipeline
 from streams.state_table import StateTable
@@ -117,6 +118,10 @@ class PulseApp:
             value_serializer="raw",
             **monitor,
         )
+        # before any topic is declared (declaring one creates the transport): Faust's
+        # consumer, adapted so a commit never passes an undelivered message
+        self.app.transport = PulseTransport(self.app.conf.broker_consumer, self.app)
+        self.rewinder = Rewinder(lambda: self.app.consumer)
         self.input_topics = [settings.topic(name) for name in INPUT_STREAMS]
         # one agent over the inputs and the community topic: Faust assigns partition n of
         # all three to the same worker, where partition task n owns them

@@ -111,7 +111,13 @@ class PulseMetrics:
         )
         self.offset_holes = Counter(
             "pulse_offset_holes_total",
-            "Input offsets the consumer skipped without delivering them (lost messages).",
+            "Input offsets never delivered, even after rewinds (lost messages).",
+            ["topic"],
+            registry=r,
+        )
+        self.input_rewinds = Counter(
+            "pulse_input_rewinds_total",
+            "Partitions rewound to an offset the consumer had skipped (after rebalances).",
             ["topic"],
             registry=r,
         )

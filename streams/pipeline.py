@@ -36,9 +36,13 @@ from sinks.rows import failed_row
 from streams.dead_letter import dead_letter_record
 from streams.task import Inbound, PartitionTask, TaskContext
 
-__all__ = ["Inbound", "Pipeline"]
+__all__ = ["Inbound", "Pipeline", "MAX_REWINDS"]
 
 log = logging.getLogger(__name__)
+
+#: Rewinds to one missing offset before its messages are taken as lost (gone from the
+#: broker). A rewind races the batches fetched before it, so one hole may take a few.
+MAX_REWINDS = 100
 
 
 class Pipeline:
@@ -55,6 +59,7 @@ class Pipeline:
         min_event_time: datetime = DEFAULT_MIN_EVENT_TIME,
         dead_letter_max_bytes: int = 1_000_000,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rewind: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self.ctx = ctx
         self.sink = ctx.sink
@@ -66,6 +71,8 @@ class Pipeline:
         self.min_event_time = min_event_time
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self.clock = clock
+        self.rewinder = rewind  # (topic, partition, offset): fetch from there again
+        self._rewinds: dict[tuple[str, int], tuple[int, int]] = {}  # -> (offset, rewinds)
         self.lock = asyncio.Lock()
         self.tasks: dict[int, PartitionTask] = {}
         self.assigned: set[int] | None = None  # None: every partition (before an assignment)
@@ -74,7 +81,8 @@ class Pipeline:
         self.rejected = 0
         self.duplicates = 0
         self.skipped = 0  # redeliveries of messages a checkpoint covered already
-        self.holes = 0  # offsets the consumer never delivered (see _holes)
+        self.rewinds = 0  # partitions rewound to an offset the consumer skipped
+        self.holes = 0  # offsets never delivered, even after rewinds (see _in_order)
 
     # --- what the agent calls ------------------------------------------------------------
     async def handle(self, batch: Sequence[Inbound]) -> None:
@@ -161,7 +169,7 @@ class Pipeline:
             task = await self._task(number)
             if task is None:
                 continue
-            self._holes(task, items)
+            items = self._in_order(task, items)
             delivered = [item for item in items if task.deliver(item)]
             self.skipped += len(items) - len(delivered)
             control = [item for item in delivered if item.topic == self.ctx.community_topic]
@@ -189,19 +197,30 @@ class Pipeline:
         self._track_lag(batch)
         self._gauges()
 
-    def _holes(self, task: PartitionTask, items: list[Inbound]) -> None:
-        """Count and report holes in a partition's offsets (``pulse_offset_holes_total``).
+    def _in_order(self, task: PartitionTask, items: list[Inbound]) -> list[Inbound]:
+        """The messages of a batch the task can take: per topic, those before a hole.
 
         Input topics hold no transaction markers and are not compacted, so offsets are
-        consecutive; a hole means messages the consumer never delivered. Faust makes
-        them after a rebalance: it drops the messages it had fetched for a partition
-        that stays, goes on from its fetch position, and takes the offsets it skipped
-        for a gap that its next commit passes. Seeking back did not help (Faust's
-        committed offset is past them by then): the README says what this costs."""
+        consecutive and a delivery past the offset the task needs next is a hole:
+        messages the consumer skipped. Faust makes them after a rebalance (it drops what
+        it had fetched for a partition that stays and goes on from its fetch position;
+        :mod:`streams.consumer`). The messages from the hole on are set aside, never
+        acknowledged, so no commit can pass the hole, and the partition is rewound to
+        the missing offset: they come again, in order. A hole that is still there after
+        :data:`MAX_REWINDS` rewinds (its messages are gone from the broker: retention
+        deleted them) is taken as lost: counted in ``pulse_offset_holes_total`` and logged.
+        """
+        taken: list[Inbound] = []
         following: dict[str, int] = {}
+        rewound: set[str] = set()
         for item in items:
+            if item.topic in rewound:
+                continue
             expected = following.get(item.topic, task.expected(item.topic))
             if expected is not None and item.offset > expected:
+                if self._rewind(item, expected):
+                    rewound.add(item.topic)
+                    continue
                 self.holes += item.offset - expected
                 self.metrics.offset_holes.labels(item.topic).inc(item.offset - expected)
                 log.warning(
@@ -211,7 +230,33 @@ class Pipeline:
                     expected,
                     item.offset - 1,
                 )
+            taken.append(item)
             following[item.topic] = max(item.offset + 1, expected or 0)
+        return taken
+
+    def _rewind(self, item: Inbound, expected: int) -> bool:
+        """Ask for the partition from ``expected`` again; False once its rewinds are spent."""
+        if self.rewinder is None:
+            return False
+        tp = (item.topic, item.partition)
+        at, count = self._rewinds.get(tp, (expected, 0))
+        count = count + 1 if at == expected else 1
+        if count > MAX_REWINDS:
+            del self._rewinds[tp]
+            return False
+        self._rewinds[tp] = (expected, count)
+        self.rewinds += 1
+        self.metrics.input_rewinds.labels(item.topic).inc()
+        if count == 1:
+            log.info(
+                "%s[%d]: delivered %d where %d was next; rewinding",
+                item.topic,
+                item.partition,
+                item.offset,
+                expected,
+            )
+        self.rewinder(item.topic, item.partition, expected)
+        return True
 
     def _decode(self, item: Inbound, now: datetime, task: PartitionTask) -> EventBase | None:
         try:

@@ -228,6 +228,7 @@ def build_pipeline(
         max_future_skew=timedelta(seconds=s.max_future_skew_seconds),
         min_event_time=s.min_event_time_utc,
         dead_letter_max_bytes=s.dead_letter_max_bytes,
+        rewind=faust_app.rewinder.rewind,
     )
     return pipeline
 
@@ -487,6 +488,7 @@ class Runtime:
             "duplicates": p.duplicates if p else 0,
             "redelivered_skipped": p.skipped if p else 0,
             "offset_holes": p.holes if p else 0,
+            "input_rewinds": p.rewinds if p else 0,
             "consent_withheld": sum(t.withheld for t in tasks.values()),
             "erased_events": sum(t.erased_events for t in tasks.values()),
             "sink_backlog_rows": sink.backlog_rows if sink else 0,

@@ -31,7 +31,7 @@ from streams.app import COMMUNITY_TOPIC, INPUT_STREAMS, OUTPUT_TOPICS, PulseApp
 from streams.broker import cluster_id, ensure_topics
 from streams.config import Settings
 from streams.metrics import PulseMetrics
-from streams.pipeline import Inbound, Pipeline
+from streams.pipeline import MAX_REWINDS, Inbound, Pipeline
 from streams.runtime import build_pipeline
 
 pytestmark = pytest.mark.integration
@@ -238,19 +238,60 @@ async def _kept_partition(pipeline: tuple[Pipeline, Feed]) -> None:
     assert feed.acks("interactions") == [0, 1, 2]
 
 
-def test_a_hole_in_the_offsets_is_counted(settings: Settings) -> None:
-    _run(settings, _hole_counted)
+def test_a_hole_in_the_offsets_is_rewound_and_filled(settings: Settings) -> None:
+    _run(settings, _hole_rewound)
 
 
-async def _hole_counted(pipeline: tuple[Pipeline, Feed]) -> None:
+async def _hole_rewound(pipeline: tuple[Pipeline, Feed]) -> None:
     """Found by the scale-out test: after a rebalance Faust went on from offset 5 of a
-    partition whose offsets 2-4 it had fetched and dropped. Nobody can get them back
-    by then (Faust's commit passed them); they are counted and reported."""
+    partition whose offsets 2-4 it had fetched and dropped, and its commit passed them.
+    Now offset 5 is set aside unacknowledged, the partition is rewound to offset 2, and
+    the redelivered 2-5 are stored and acknowledged in order: nothing is lost."""
     p, feed = pipeline
+    rewinds: list[tuple[str, int, int]] = []
+    p.rewinder = lambda topic, partition, offset: rewinds.append((topic, partition, offset))
     docs = [_doc("post_created", f"m-{i}", i) for i in range(6)]
     post = [feed.message("interactions", 0, i, docs[i]) for i in range(6)]
     ahead = feed.message("purchases", 0, 0, _doc("quote_requested", "m-x", 90))
     await p.handle([post[0], post[1], ahead])
+    await _settle(p)
+    held = p.tasks[0].held
+    await p.handle([post[5]])  # the hole: 2-4 never came
+    await _settle(p)
+    topic = feed.settings.topic("interactions")
+    assert rewinds == [(topic, 0, 2)]
+    assert p.tasks[0].held == held  # offset 5 was not taken: it comes again after the rewind
+    assert 5 not in feed.acks("interactions")
+
+    await p.handle(post[2:6])  # the consumer, rewound, delivers from offset 2
+    await _settle(p)
+    assert feed.acks("interactions") == [0, 1, 2, 3, 4, 5]
+    # the six posts (the quote at 11:30 is held: the posts end at 10:05)
+    assert _rows(p, "SELECT count() FROM {db}.events")[0][0] == 6
+    scores = _rows(p, "SELECT count() FROM {db}.score_history WHERE trigger = 'event'")
+    assert scores == [(6,)]
+    registry = p.metrics.registry
+    assert registry.get_sample_value("pulse_input_rewinds_total", {"topic": topic}) == 1
+    assert registry.get_sample_value("pulse_offset_holes_total", {"topic": topic}) is None
+    assert p.holes == 0
+
+
+def test_a_hole_that_rewinds_cannot_fill_is_counted(settings: Settings) -> None:
+    _run(settings, _hole_counted)
+
+
+async def _hole_counted(pipeline: tuple[Pipeline, Feed]) -> None:
+    """Offsets 2-4 are gone from the broker (retention): every rewind delivers offset 5
+    again. After MAX_REWINDS the hole is taken as lost: counted, and offset 5 is applied."""
+    p, feed = pipeline
+    p.rewinder = lambda topic, partition, offset: None
+    docs = [_doc("post_created", f"m-{i}", i) for i in range(6)]
+    post = [feed.message("interactions", 0, i, docs[i]) for i in range(6)]
+    ahead = feed.message("purchases", 0, 0, _doc("quote_requested", "m-x", 90))
+    await p.handle([post[0], post[1], ahead])
+    for _ in range(MAX_REWINDS):
+        await p.handle([post[5]])
+    assert p.holes == 0 and p.rewinds == MAX_REWINDS
     await p.handle([post[5]])
     assert p.holes == 3
     registry = p.metrics.registry
@@ -258,3 +299,6 @@ async def _hole_counted(pipeline: tuple[Pipeline, Feed]) -> None:
     assert registry.get_sample_value("pulse_offset_holes_total", {"topic": topic}) == 3
     await p.handle([post[5]])  # a redelivery is no hole
     assert p.holes == 3
+    await _settle(p)
+    assert feed.acks("interactions") == [0, 1, 5]
+

@@ -1,0 +1,105 @@
+"""The Faust adapter of :mod:`streams.consumer`: no gaps, rewinds that never block.
+
+These tests also pin the parts of Faust the adapter leans on (``_add_gap`` as
+``_drain_messages`` calls it, ``_new_offset``, ``seek_wait``): when a Faust release
+renames or re-signs one of them, a test here fails instead of a rebalance losing events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faust.transport import consumer as faust_consumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from streams.app import PulseApp
+from streams.config import Settings
+from streams.consumer import PulseConsumer, PulseTransport, Rewinder
+
+pytestmark = pytest.mark.unit
+
+TOPIC = TP("pulse.interactions", 0)
+
+
+def _app(tmp_path: Path) -> PulseApp:
+    settings = Settings(
+        kafka_bootstrap="127.0.0.1:9",  # never connected: nothing here starts the app
+        data_dir=str(tmp_path),
+        pseudonym_key="test-key-" + "0" * 24,
+    )
+    return PulseApp(settings, settings.kafka_bootstrap)
+
+
+def test_the_app_consumes_with_the_adapted_consumer(tmp_path: Path) -> None:
+    app = _app(tmp_path).app
+    assert isinstance(app.transport, PulseTransport)
+    assert isinstance(app.consumer, PulseConsumer)
+
+
+def test_faust_still_records_gaps_where_the_adapter_expects() -> None:
+    base = faust_consumer.Consumer
+    ours, theirs = (inspect.signature(c._add_gap) for c in (PulseConsumer, base))
+    assert list(ours.parameters) == list(theirs.parameters)
+    assert "self._add_gap(tp, r_offset + 1, offset)" in inspect.getsource(base._drain_messages)
+    seek_wait = inspect.signature(faust_aiokafka.Consumer.seek_wait)
+    assert list(seek_wait.parameters) == ["self", "partitions"]
+
+
+def _commit_after_a_hole(consumer: Any) -> list[int | None]:
+    """Offsets 0-1 and 5 acknowledged, 2-4 fetched and dropped (a gap in Faust's
+    view): the offsets Faust's next two commits would commit."""
+
+    async def run() -> list[int | None]:
+        await consumer._add_gap(TOPIC, 2, 4)
+        consumer._acked[TOPIC] = [0, 1, 5]
+        first = consumer._new_offset(TOPIC)
+        consumer._committed_offset[TOPIC] = first  # as Faust's commit records it
+        return [first, consumer._new_offset(TOPIC)]
+
+    return asyncio.run(run())
+
+
+def test_a_commit_never_passes_a_hole(tmp_path: Path) -> None:
+    app = _app(tmp_path).app
+    consumer = app.consumer
+    assert _commit_after_a_hole(consumer) == [2, None]  # 2-4 were never acknowledged
+    # Faust's own consumer, for contrast: its gap lets the commit pass the dropped 2-4
+    stock = faust_aiokafka.Consumer(
+        app.transport,
+        callback=app.topics.on_message,
+        on_partitions_revoked=app._on_partitions_revoked,
+        on_partitions_assigned=app._on_partitions_assigned,
+    )
+    assert _commit_after_a_hole(stock) == [6, None]
+
+
+class _Consumer:
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.seeks: list[dict[TP, int]] = []
+
+    async def seek_wait(self, partitions: dict[TP, int]) -> None:
+        self.seeks.append(dict(partitions))
+        if self.error is not None:
+            raise self.error
+
+
+def test_a_rewind_seeks_in_the_background_and_survives_failures() -> None:
+    async def run() -> tuple[_Consumer, _Consumer]:
+        ok, gone = _Consumer(), _Consumer(RuntimeError("No current assignment"))
+        for consumer in (ok, gone):
+            rewinder = Rewinder(lambda c=consumer: c)
+            rewinder.rewind("pulse.interactions", 0, 2)  # returns at once
+            assert consumer.seeks == []
+            while rewinder._pending:
+                await asyncio.sleep(0)
+        return ok, gone
+
+    ok, gone = asyncio.run(run())
+    assert ok.seeks == [{TOPIC: 2}]
+    assert gone.seeks == [{TOPIC: 2}]  # tried, failed, logged: nothing raised
