@@ -354,9 +354,12 @@ class PartitionTask:
                 continue
             event_type = event.event_type  # type: ignore[attr-defined]
             if event_type != "consent_changed" and self.engine.opted_out(event.member_id):
-                # analytics consent withdrawn: the behaviour is neither scored nor stored
+                # analytics consent withdrawn: the behaviour is neither scored nor stored;
+                # what its event time fired (other members' timers) is theirs, and stays
                 self.pending_ids.discard(event_id)
                 self.withheld += 1
+                if out:
+                    self._emit([(None, r) for r in out], None)
                 continue
             if event_type == "erasure_requested":
                 checkpoint.erasures.append(self.ctx.pseudonym(event.member_id))

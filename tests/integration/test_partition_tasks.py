@@ -302,3 +302,32 @@ async def _hole_counted(pipeline: tuple[Pipeline, Feed]) -> None:
     await _settle(p)
     assert feed.acks("interactions") == [0, 1, 5]
 
+
+def test_timers_fired_by_a_withheld_event_are_kept(settings: Settings) -> None:
+    _run(settings, _withheld_event_fires_timers)
+
+
+async def _withheld_event_fires_timers(pipeline: tuple[Pipeline, Feed]) -> None:
+    """An event of a member without analytics consent is not stored, but its event time
+    moves the clock: the silence timers it fires belong to other members and are stored
+    (they were dropped with the withheld event, and the engine had moved on)."""
+    p, feed = pipeline
+    docs = [
+        _doc("post_created", "m-silent", 0),
+        event(
+            "consent_changed",
+            "m-out",
+            T + timedelta(minutes=1),
+            event_id=str(uuid.uuid4()),
+            analytics=False,
+        ),
+        # eight days on: past m-silent's 7-day boundary and the hour of allowed lateness
+        _doc("post_created", "m-out", 8 * 24 * 60 + 120),
+    ]
+    ahead = feed.message("purchases", 0, 0, _doc("quote_requested", "m-x", 30 * 24 * 60))
+    await p.handle([feed.message("interactions", 0, i, d) for i, d in enumerate(docs)] + [ahead])
+    await _settle(p)
+    assert p.tasks[0].withheld == 1
+    silence = _rows(p, "SELECT count() FROM {db}.score_history WHERE trigger = 'silence'")
+    assert silence == [(1,)]
+    assert feed.acks("interactions") == [0, 1, 2]
