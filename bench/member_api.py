@@ -8,16 +8,23 @@ answer delays nobody's measurement: no coordinated omission) over keep-alive
 loopback connections, from a separate process (a client in the worker's process
 would compete with it for the GIL and measure itself). Two phases: ``idle`` (the
 worker has nothing to ingest) and ``ingesting`` (a second community is being
-published and scored meanwhile).
+published, from a process of its own as upstream apps do, and scored meanwhile).
+Each phase reports which ``source`` answered (``worker``: the worker's own state,
+``clickhouse``: ``member_scores``) and the machine's load average around it, since
+the figures mean little on a machine busy with other work.
 
-The lead wires it into ``python -m bench``; alone: ``python -m bench.member_api``.
+The lead wires it into ``python -m bench``; alone: ``python -m bench.member_api``
+(``--seconds 10 --members 500`` for a quick look; ``--help``).
 """
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import itertools
+import json
 import multiprocessing
+import os
 import random
 import statistics
 import tempfile
@@ -26,6 +33,7 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
+from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -53,6 +61,7 @@ def load(
     latencies: list[float] = []
     service: list[float] = []
     statuses: Counter[int] = Counter()
+    sources: Counter[str] = Counter()
     lock = threading.Lock()
     counter = itertools.count()
     start = time.perf_counter() + 0.2
@@ -67,19 +76,22 @@ def load(
             try:
                 connection.request("GET", f"/v1/members/{ids[i]}")
                 response = connection.getresponse()
-                response.read()
+                body = response.read()
                 status = response.status
+                source = _source(body) if status == 200 else None
             except (OSError, http.client.HTTPException):
                 connection.close()
                 connection = http.client.HTTPConnection(
                     parts.hostname or "", parts.port, timeout=10
                 )
-                status = 0
+                status, source = 0, None
             done = time.perf_counter()
             with lock:
                 latencies.append(done - due)
                 service.append(done - sent)
                 statuses[status] += 1
+                if source is not None:
+                    sources[source] += 1
         connection.close()
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
@@ -93,6 +105,7 @@ def load(
         "requests": total,
         "achieved_rate": round(total / elapsed, 1),
         "statuses": dict(statuses),
+        "sources": dict(sources),
         "p50_ms": round(_percentile(ms, 0.50), 2),
         "p95_ms": round(_percentile(ms, 0.95), 2),
         "p99_ms": round(_percentile(ms, 0.99), 2),
@@ -101,10 +114,26 @@ def load(
     }
 
 
+def _source(body: bytes) -> str:
+    source = json.loads(body).get("source")
+    return str(source)
+
+
 def _load_elsewhere(base_url: str, member_ids: list[str], rate: float, seconds: float) -> Any:
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=context) as pool:
-        return pool.submit(load, base_url, member_ids, rate=rate, seconds=seconds).result()
+        before = os.getloadavg()
+        result = pool.submit(load, base_url, member_ids, rate=rate, seconds=seconds).result()
+    result["load_average"] = {"before": before, "after": os.getloadavg()}
+    return result
+
+
+def _publish(
+    bootstrap: str, prefix: str, config: SimulationConfig, speed: float, stop: ProcessEvent
+) -> None:
+    """In a process of its own: publish a second community (member ids ``b-...``)."""
+    events = [{**e, "member_id": f"b-{e['member_id']}"} for e in simulate(config)]
+    Publisher(bootstrap, prefix).publish_events(events, speed=speed, should_stop=stop.is_set)
 
 
 def run(
@@ -139,27 +168,35 @@ def run(
             ids = sorted({e["member_id"] for e in events})
             idle = _load_elsewhere(runtime.http.url, ids, rate, seconds)
 
-            # A second community (other member ids, later event time) scored meanwhile.
+            # A second community (other member ids, later event time) scored meanwhile,
+            # published from its own process (upstream apps are not in the worker's).
             later = SimulationConfig(
                 members=members, days=days, seed=8, start=datetime(2027, 1, 1, tzinfo=UTC)
             )
-            busy_events = [{**e, "member_id": f"b-{e['member_id']}"} for e in simulate(later)]
-            stop = threading.Event()
-            before = runtime.status()["processed"]
-            publisher = threading.Thread(
-                target=Publisher(runtime.bootstrap, settings.topic_prefix).publish_events,
-                args=(busy_events,),
-                kwargs={"speed": ingest_speed, "should_stop": stop.is_set},
+            context = multiprocessing.get_context("spawn")
+            stop = context.Event()
+            publisher = context.Process(
+                target=_publish,
+                args=(runtime.bootstrap, settings.topic_prefix, later, ingest_speed, stop),
                 daemon=True,
             )
+            processed = runtime.status()["processed"]
             publisher.start()
-            started = time.monotonic()
-            busy = _load_elsewhere(runtime.http.url, ids, rate, seconds)
-            busy["events_per_second_ingested"] = round(
-                (runtime.status()["processed"] - before) / (time.monotonic() - started), 1
-            )
-            stop.set()
-            publisher.join(120)
+            try:
+                wait_until(
+                    lambda: runtime.status()["processed"] > processed,
+                    120,
+                    "the second community to arrive",
+                )
+                before = runtime.status()["processed"]
+                started = time.monotonic()
+                busy = _load_elsewhere(runtime.http.url, ids, rate, seconds)
+                busy["events_per_second_ingested"] = round(
+                    (runtime.status()["processed"] - before) / (time.monotonic() - started), 1
+                )
+            finally:
+                stop.set()
+                publisher.join(120)
         finally:
             runtime.stop()
     return {
@@ -172,8 +209,17 @@ def run(
     }
 
 
-def main() -> None:
-    result = run()
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.member_api", description="GET /v1/members/{id} latency"
+    )
+    parser.add_argument("--members", type=int, default=2000)
+    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of each phase")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON too")
+    args = parser.parse_args(argv)
+    result = run(members=args.members, days=args.days, rate=args.rate, seconds=args.seconds)
     print(f"member API: {result['members']:,} members, {result['events']:,} events loaded")
     for phase in ("idle", "ingesting"):
         r = result[phase]
@@ -185,8 +231,16 @@ def main() -> None:
         print(
             f"  {phase:<10} {r['requests']:,} GETs at {r['achieved_rate']}/s: p50 {r['p50_ms']} ms"
             f"  p95 {r['p95_ms']} ms  p99 {r['p99_ms']} ms  max {r['max_ms']} ms"
-            f"  mean service {r['mean_service_ms']} ms  statuses {r['statuses']}{extra}"
+            f"  mean service {r['mean_service_ms']} ms  statuses {r['statuses']}"
+            f"  sources {r['sources']}{extra}  load average {_loads(r)}"
         )
+    if args.json:
+        print(json.dumps(result))
+
+
+def _loads(phase: dict[str, Any]) -> str:
+    before, after = phase["load_average"]["before"], phase["load_average"]["after"]
+    return f"{before[0]:.2f} -> {after[0]:.2f}"
 
 
 if __name__ == "__main__":

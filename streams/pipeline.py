@@ -347,8 +347,14 @@ class Pipeline:
         return None
 
     def suppressed(self, pseudonym: str) -> bool:
-        """Whether a member (by pseudonym) withdrew analytics consent, on a task here."""
-        return any(pseudonym in task.opted_out for task in list(self.tasks.values()))
+        """Whether a member (by pseudonym) withdrew analytics consent or asked to be erased,
+        on a task here: ClickHouse may hold their rows until the erasure has run."""
+        return any(
+            pseudonym in task.opted_out
+            or pseudonym in task.erasures  # erasure committed, rows still being deleted
+            or pseudonym in task.open.erasures  # erasure applied, not committed yet
+            for task in list(self.tasks.values())
+        )
 
     # --- what status and metrics read ----------------------------------------------------
     @property

@@ -61,6 +61,8 @@ class WebDeps:
       state when it owns the member's partition (``ScoreRecord.to_row()``), else None.
     * ``suppressed(pseudonym)``: True for a member that must never be served
       (erased, analytics opted out), by pseudonym: erasure records keep only that.
+      ``local_member`` and ``suppressed`` run on the web server's event loop: they must
+      be quick and never block (no I/O).
     * ``producer_config``: confluent-kafka settings of the collector's producer
       (``bootstrap.servers`` and any security settings).
     """

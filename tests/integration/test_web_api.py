@@ -29,6 +29,7 @@ from streams.producer import PulseProducer
 from streams.runtime import Runtime
 from streams.task import PartitionTask
 from streams.web import WebServer, create_app
+from streams.web.models import MemberScore
 from streams.web.wiring import web_deps
 
 pytestmark = pytest.mark.integration
@@ -268,6 +269,103 @@ def test_member_api_serves_latest_scores_never_ids_in_clear(
     metrics = call(base, "GET", "/metrics")[2].decode()
     assert 'route="/v1/members/{member_id}"' in metrics and "m-api-3" not in metrics
     assert "m-api-" not in caplog.text and "/v1/members/{member_id}" in caplog.text
+
+
+def _scored(worker: Runtime, members: list[str]) -> None:
+    """Publish a few events per member and wait until ClickHouse holds their scores."""
+    s = worker.settings
+    producer = PulseProducer(s.kafka_bootstrap, topic_prefix=s.topic_prefix)
+    for i, member in enumerate(members):
+        producer.send(event("member_joined", member, recent(20)))
+        for day in range(i + 1):
+            producer.send(event("post_created", member, recent(10 - day)))
+        producer.send(event("policy_purchased", member, recent(5), premium=500.0 * (i + 1)))
+    producer.flush()
+    reader = connect("", s.clickhouse_database, s.data_path)
+    pseudonyms = [worker.pseudonym(m) for m in members]
+    wait_for(
+        lambda: (
+            reader.query(
+                "SELECT uniqExact(member_id) FROM member_scores WHERE has({p:Array(String)}, "
+                "member_id)",
+                parameters={"p": pseudonyms},
+            ).result_rows[0][0]
+            == len(members)
+        ),
+        60,
+        "every member scored",
+    )
+
+
+def _clickhouse_only(worker: Runtime) -> WebServer:
+    """A second app on the worker that does not own any member: ClickHouse answers."""
+    assert worker.pipeline is not None
+    deps = web_deps(worker, suppressed=worker.pipeline.suppressed)
+    app = create_app(dataclasses.replace(deps, registry=CollectorRegistry()))
+    return WebServer(app, "127.0.0.1", 0).start()
+
+
+def test_member_api_answers_alike_from_worker_state_and_from_clickhouse(worker: Runtime) -> None:
+    assert worker.http is not None
+    members = [f"m-both-{i}" for i in range(4)]
+    _scored(worker, members)
+    # the worker's state and member_scores agree once the last score is stored
+    wait_for(worker.settled, 60, "the worker to settle")
+    elsewhere = _clickhouse_only(worker)
+    try:
+        for member in members:
+            code, headers, raw = call(worker.http.url, "GET", f"/v1/members/{member}", None, AUTH)
+            assert code == 200 and headers["content-type"] == "application/json", raw
+            own = json.loads(raw)
+            code, _, raw = call(elsewhere.url, "GET", f"/v1/members/{member}", None, AUTH)
+            assert code == 200, raw
+            stored = json.loads(raw)
+            assert (own["source"], stored["source"]) == ("worker", "clickhouse")
+            assert {k: v for k, v in own.items() if k != "source"} == {
+                k: v for k, v in stored.items() if k != "source"
+            }
+            assert stored["member_id"] == member and stored["pseudonym"] == worker.pseudonym(member)
+        # the response shape is the documented one, whichever source answers
+        assert set(stored) == set(MemberScore.model_fields)
+        code, _, raw = call(elsewhere.url, "GET", "/v1/members/m-both-never", None, AUTH)
+        assert code == 404 and json.loads(raw)["detail"] == "no scores for this member"
+        assert call(elsewhere.url, "GET", f"/v1/members/{members[0]}")[0] == 401
+        assert call(elsewhere.url, "GET", "/v1/members/" + "x" * 257, None, AUTH)[0] == 422
+    finally:
+        elsewhere.stop()
+
+
+def test_member_api_never_serves_a_member_who_withdrew_analytics_consent(
+    worker: Runtime,
+) -> None:
+    assert worker.http is not None
+    s = worker.settings
+    _scored(worker, ["m-quiet", "m-loud"])
+    for member in ("m-quiet", "m-loud"):
+        assert call(worker.http.url, "GET", f"/v1/members/{member}", None, AUTH)[0] == 200
+    producer = PulseProducer(s.kafka_bootstrap, topic_prefix=s.topic_prefix)
+    producer.send(event("consent_changed", "m-quiet", recent(1), marketing=False, analytics=False))
+    producer.flush()
+    wait_for(
+        lambda: call(worker.http.url, "GET", "/v1/members/m-quiet", None, AUTH)[0] == 404,
+        60,
+        "the opted-out member to be withheld",
+    )
+    # ClickHouse still holds the member's earlier scores: they are not served either
+    reader = connect("", s.clickhouse_database, s.data_path)
+    stored = reader.query(
+        "SELECT count() FROM member_scores WHERE member_id = {p:String}",
+        parameters={"p": worker.pseudonym("m-quiet")},
+    ).result_rows[0][0]
+    elsewhere = _clickhouse_only(worker)
+    try:
+        code, _, raw = call(elsewhere.url, "GET", "/v1/members/m-quiet", None, AUTH)
+        assert code == 404 and json.loads(raw)["detail"] == "no scores for this member", stored
+        code, _, raw = call(elsewhere.url, "GET", "/v1/members/m-loud", None, AUTH)
+        assert code == 200 and json.loads(raw)["source"] == "clickhouse"
+    finally:
+        elsewhere.stop()
+    assert call(worker.http.url, "GET", "/v1/members/m-loud", None, AUTH)[0] == 200
 
 
 def test_status_query_limits_and_secrets(worker: Runtime) -> None:
