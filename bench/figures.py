@@ -63,7 +63,7 @@ class PulseRun:
     finished: bool
     status: list[dict[str, Any]]
     counts: dict[str, int]
-    #: every valid event has its row in ``events`` (one worker only: two are not correct yet)
+    #: every valid event has its row in ``events`` (over the union of the workers' shards)
     all_stored: bool
 
     def details(self) -> dict[str, Any]:
