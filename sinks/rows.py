@@ -214,8 +214,9 @@ def metrics_row(record: ModelMetrics, *, tags: Tags) -> dict[str, Any]:
         at=utc(record.at),
         drift_detected=int(record.drift_detected),
         promoted=int(record.promoted),
-        output_id=output_id(
+        output_id=output_id(  # each task reports its own models: two may agree on the rest
             "metrics",
+            str(tags.task),
             record.model,
             record.model_version,
             record.at.isoformat(),
