@@ -120,17 +120,7 @@ def _replay_killed_after_a_third(env: dict[str, str], path: Path, total: int) ->
     "record",
     [
         "clickhouse",
-        pytest.param(
-            "kafka",
-            # Known failure, reported on every run (issue 13 stays open): 1 run in 5 so far,
-            # the rerun after the kill had 3 fewer failed_events, 46 more score rows and 4
-            # more alerts than the uninterrupted run: some kill points lose messages of the
-            # restored tasks. Not strict: it depends on where the kill lands.
-            marks=pytest.mark.xfail(
-                reason="with Kafka as the record, some kill points make the rerun differ",
-                strict=False,
-            ),
-        ),
+        "kafka",
     ],
 )
 def test_a_killed_replay_run_again_writes_every_output_once(
