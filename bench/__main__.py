@@ -4,7 +4,8 @@ One embedded Tansu broker serves every figure. The same simulated file is publis
 and read by a raw confluent-kafka consumer, a stock Faust agent and ``pulse worker``
 (replay-equivalent: a backlog read to the end, every event stored and committed); then
 a purchases-only customer base, live freshness at half Pulse's measured rate, state size
-and restore at 100,000 members, and the same file through two workers in one group.
+and restore at 100,000 members, the same file through two workers in one group, and the
+member API's latency at 200 requests/s (``bench/member_api.py``, a worker of its own).
 Figures and ratios are printed as they come and written to ``bench/results.json``
 (``bench/results-quick.json`` with ``--quick``) with the machine they come from.
 
@@ -30,7 +31,17 @@ from typing import Any
 
 from bench.harness import Bench, BenchError, Loaded, machine
 
-FIGURES = ("engine", "raw", "faust", "pulse", "purchases", "freshness", "state", "scaling")
+FIGURES = (
+    "engine",
+    "raw",
+    "faust",
+    "pulse",
+    "purchases",
+    "freshness",
+    "state",
+    "scaling",
+    "member_api",
+)
 START = datetime(2025, 1, 6, tzinfo=UTC)
 HERE = Path(__file__).parent
 
@@ -81,6 +92,8 @@ class Run:
             "restore_s_per_100k_members": None,
             "scaling_2_workers": None,
             "scaling_correctness": None,
+            "member_api_p99_ms_idle": None,
+            "member_api_p99_ms_ingesting": None,
         }
         self.details: dict[str, Any] = {}
         self._main: tuple[list[bytes], Loaded] | None = None
@@ -260,6 +273,20 @@ class Run:
         _say(
             f"  scaling: 2 workers {two.events_per_s:,.0f} events/s vs 1 worker "
             f"{one or 0:,.0f}: x{ratio} ({correctness})"
+        )
+
+    def fig_member_api(self, bench: Bench) -> None:
+        from bench.member_api import run as member_api
+
+        quick = self.args.quick
+        result = member_api(members=300 if quick else 2000, seconds=10.0 if quick else 30.0)
+        self.details["member_api"] = result
+        idle, busy = result["idle"], result["ingesting"]
+        self.results["member_api_p99_ms_idle"] = idle["p99_ms"]
+        self.results["member_api_p99_ms_ingesting"] = busy["p99_ms"]
+        _say(
+            f"  member API at {result['rate']:.0f} requests/s: idle p50 {idle['p50_ms']} ms, "
+            f"p99 {idle['p99_ms']} ms; ingesting p50 {busy['p50_ms']} ms, p99 {busy['p99_ms']} ms"
         )
 
     # --- the run ---------------------------------------------------------------

@@ -162,7 +162,7 @@ def run_pulse(
                 s is not None and s["events_held"] == 0 and s["sink_pending_acks"] == 0
                 for s in statuses
             )
-            if _reached(committed, loaded) == len(loaded.ends) and (workers == 1 or settled):
+            if _reached(committed, loaded) == len(loaded.ends) and settled:
                 finished = True
                 break
             if time.monotonic() - last_print > 15:

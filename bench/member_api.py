@@ -13,7 +13,8 @@ Each phase reports which ``source`` answered (``worker``: the worker's own state
 ``clickhouse``: ``member_scores``) and the machine's load average around it, since
 the figures mean little on a machine busy with other work.
 
-The lead wires it into ``python -m bench``; alone: ``python -m bench.member_api``
+``python -m bench`` runs it as the ``member_api`` figure; alone:
+``python -m bench.member_api``
 (``--seconds 10 --members 500`` for a quick look; ``--help``).
 """
 
