@@ -257,15 +257,12 @@ class Run:
         keys = ("events", "score_history_event", "lifecycle_transitions")
         differ = {k: (two.counts.get(k), reference.get(k)) for k in keys}
         differ = {k: v for k, v in differ.items() if v[0] != v[1]}
-        correctness = (
-            "same rows as one worker"
-            if two.finished and not differ
-            else (
-                f"differs from one worker (2 workers, 1 worker): {differ}"
-                if two.finished
-                else "did not finish"
-            )
-        )
+        if not two.finished:
+            correctness = "did not finish"
+        elif differ:
+            correctness = f"differs from one worker (2 workers, 1 worker): {differ}"
+        else:
+            correctness = "same rows as one worker"
         self.results["scaling_correctness"] = correctness
         self.details["scaling"] = {**two.details(), "one_worker_events_per_s": one}
         ratio = _ratio(two.events_per_s if two.finished else None, one)
