@@ -187,6 +187,24 @@ class EventTimeOrder(Generic[ItemT, EventT]):
             self._idle(key, state, now) for key, state in self._inputs.items()
         )
 
+    def pending(self) -> bool:
+        """Whether more is known to be on its way: events held, or an input the broker
+        says holds messages beyond what it delivered (an input with no fetch yet counts
+        as behind, one whose partition never held a message does not)."""
+        if self._held:
+            return True
+        if self.highwater is None:
+            return False
+        for key, state in self._inputs.items():
+            high = self.highwater(*key)
+            if high is None:
+                return True
+            if state.offset is not None and state.offset + 1 < high:
+                return True
+            if state.offset is None and high > 0:
+                return True
+        return False
+
     def horizon_time(self, now: float) -> datetime | None:
         """:meth:`horizon` as an aware datetime."""
         h = self.horizon(now)

@@ -126,7 +126,9 @@ class TaskContext:
     idle_seconds: float
     max_held: int
     highwater: HighWater | None
-    #: a task that received no event for this long stops holding community periods back
+    #: a task that received no event for this long, and whose inputs have nothing more
+    #: (by the broker's high watermarks), stops holding community periods back; one that
+    #: cannot tell (an input never fetched) does after ten times as long
     quiet_seconds: float = 60.0
     #: what is failing and retried (e.g. a restore while ClickHouse is away) -> since when
     #: (wall-clock seconds): /healthz reports it
@@ -518,10 +520,19 @@ class PartitionTask:
                 ctx.community_topic, key, value, tags=self.open.tags, identity=identity
             )
 
+    def _quiet(self) -> bool:
+        """No event for quiet_seconds and none on its way: the task holds nothing back.
+
+        A task that merely waits for a slow fetch (after a restore, under load) is not
+        quiet: the aggregators would close its communities' periods without its share."""
+        silent = time.monotonic() - self._last_event
+        if silent < self.ctx.quiet_seconds:
+            return False
+        return not self.order.pending() or silent >= 10 * self.ctx.quiet_seconds
+
     def _report(self) -> None:
         """Send the watermark again if it moved, or the task fell quiet or woke up."""
-        quiet = time.monotonic() - self._last_event >= self.ctx.quiet_seconds
-        if (self.alerts.watermark, quiet) != self._reported:
+        if (self.alerts.watermark, self._quiet()) != self._reported:
             self._send_watermark()
 
     def _send_watermark(self) -> None:
@@ -531,7 +542,7 @@ class PartitionTask:
         community topic a share comes before the watermark that says it is in."""
         ctx = self.ctx
         at = self.alerts.watermark
-        quiet = time.monotonic() - self._last_event >= ctx.quiet_seconds
+        quiet = self._quiet()
         self._reported = (at, quiet)
         value = json.dumps(
             {

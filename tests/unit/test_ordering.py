@@ -188,3 +188,25 @@ def test_a_restored_input_with_nothing_left_is_idle_once_fetched() -> None:
     order.starts_at("i", 0, 40)
     order.add([ev("p", 7, 50.0)], now=0.0)
     assert hours(order.release(now=0.0)) == [50]
+
+
+def test_pending_says_whether_the_broker_holds_more_than_was_delivered() -> None:
+    """A task is quiet only when nothing is on its way (streams/task.py ``_quiet``)."""
+    highs: dict[tuple[str, int], int] = {}
+    order: EventTimeOrder[Item, Event] = EventTimeOrder(
+        ["i", "p"], idle_seconds=1.0, highwater=lambda t, p: highs.get((t, p)), partitions=[0]
+    )
+    assert order.pending()  # nothing fetched yet: it cannot tell, so it counts as behind
+    highs.update({("i", 0): 0, ("p", 0): 0})
+    assert not order.pending()  # both partitions empty on the broker
+    highs[("i", 0)] = 3
+    assert order.pending()  # messages there, none delivered
+    order.add([ev("i", 0, 1.0), ev("i", 1, 2.0)], now=0.0)
+    assert order.pending()  # offset 2 still to come (and two events held)
+    order.add([ev("i", 2, 3.0)], now=0.0)
+    order.release(now=5.0)
+    assert order.held == 0
+    assert not order.pending()
+    order.starts_at("p", 0, 10)  # restored at a commit the broker is past
+    highs[("p", 0)] = 12
+    assert order.pending()
