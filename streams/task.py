@@ -488,7 +488,10 @@ class PartitionTask:
     # --- community periods -----------------------------------------------------------
     def _forward_shares(self) -> None:
         """Send this task's shares of the community periods its alert clock closed."""
-        for kind, period, community, values in self.alerts.drain_closed():
+        closed = self.alerts.drain_closed()
+        if not closed:  # called after every batch: most find nothing new
+            return
+        for kind, period, community, values in closed:
             share = {
                 "kind": kind,
                 "period": period,
