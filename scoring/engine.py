@@ -31,7 +31,7 @@ import math
 import pickle
 from array import array
 from collections.abc import MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from schemas.envelope import EventBase
@@ -104,6 +104,9 @@ class EngineStats:
     reschedule, e.g. restored): rescheduled, nothing else."""
     silence_rescored: int = 0
     """Scores produced by silence boundaries (trigger ``silence``)."""
+    daily_scores: int = 0
+    """Scores of the daily batch that keeps every member's latest score current
+    (trigger ``daily``)."""
     late: int = 0
     """Events older than their partition's watermark when applied (the clock ran ahead)."""
     opted_out: int = 0
@@ -263,6 +266,54 @@ class ScoringEngine:
         scored = self._compute(state, ts, True, raw)
         trigger: Trigger = "event" if ts <= state.last_event_at else "silence"
         return self._record(state, ts, trigger, scored)
+
+    def daily_scores(self, partition: int) -> list[ScoreRecord]:
+        """Every member scored as of the last event-time midnight the partition's clock
+        passed, if no batch was taken at or after it ([] otherwise).
+
+        Readers rank members by their latest stored score, so each one must be
+        current: at most a day old and from the model that serves now, silent or not.
+        The batch holds every member not already scored at or after that midnight (an
+        event inside the allowed lateness can be), in member id order, all with the
+        same ``scored_at`` and models (trigger ``daily``). The caller takes it when it
+        is caught up with its input (a backlog replayed gets one batch, at its end). A
+        read of the member states: nothing is learned, no lifecycle moves, no label
+        snapshot is taken, and the member states do not change.
+        """
+        clock = self._clocks.get(partition)
+        if clock is None or clock.watermark is None:
+            return []
+        day = clock.watermark - clock.watermark % DAY
+        bank = self.models
+        if day <= bank.scored_day:
+            return []
+        bank.scored_day = day
+        out: list[ScoreRecord] = []
+        states = self.states
+        for member_id in sorted(states):
+            state = states[member_id]
+            last = state.last_scored_at
+            if state.opted_out or last is None or last >= day:
+                continue
+            read = state
+            if any(policy[3] <= day for policy in state.policies.values()):
+                read = MemberState.from_dict(state.to_dict())  # expire on a copy
+                read.expire_policies(day)
+            raw = engagement_raw(read, day, self._half_lives[1])
+            out.append(self._record(read, day, "daily", self._compute(read, day, True, raw)))
+        self.stats.daily_scores += len(out)
+        return out
+
+    def latest_score(self, member_id: str) -> ScoreRecord:
+        """The member's score where ``member_scores`` has its latest row: at its last
+        score, or at the last daily batch if that is later (see :meth:`daily_scores`)."""
+        state = self.states.get(member_id)
+        if state is None or state.opted_out or state.last_scored_at is None:
+            raise UnknownMember(member_id)
+        day = self.models.scored_day
+        if state.last_scored_at >= day:
+            return self.score_member(member_id, from_ts(state.last_scored_at))
+        return replace(self.score_member(member_id, from_ts(day)), trigger="daily")
 
     # -- clock and timers -------------------------------------------------------------
 

@@ -275,10 +275,13 @@ class ModelBank:
         # the event-time hour of the last quality report, and each model's labels then
         self.reported_hour = float("-inf")
         self.reported_labels: dict[str, int] = {}
+        # the event-time midnight of the last daily batch of scores
+        self.scored_day = float("-inf")
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("reported_hour", float("-inf"))  # checkpoints from before them
         state.setdefault("reported_labels", {})
+        state.setdefault("scored_day", float("-inf"))
         self.__dict__.update(state)
 
     def slot(self, name: str) -> ModelSlot:

@@ -90,6 +90,13 @@ class PartitionedEngines:
             out.extend(engine.advance(p, watermark))
         return out
 
+    def daily_scores(self) -> list[ScoreRecord]:
+        """Every partition's daily batch (see :meth:`ScoringEngine.daily_scores`)."""
+        out: list[ScoreRecord] = []
+        for p, engine in enumerate(self.engines):
+            out.extend(engine.daily_scores(p))
+        return out
+
     def members(self) -> Iterator[str]:
         """Every member known to some partition."""
         for engine in self.engines:

@@ -117,7 +117,8 @@ def evaluate_purchase_log(
                 bought_after.add(member)
         else:
             break
-    for record in engines.advance(cutoff):
+    # the end of the log: caught up, as a pipeline is once it stored it all
+    for record in [*engines.advance(cutoff), *engines.daily_scores()]:
         if isinstance(record, ScoreRecord):
             latest[record.member_id] = record.churn_probability
     elapsed = time.perf_counter() - started

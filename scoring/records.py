@@ -21,7 +21,7 @@ __all__ = [
     "Record",
 ]
 
-Trigger = Literal["event", "silence"]
+Trigger = Literal["event", "silence", "daily"]
 
 
 def _version(at: datetime) -> int:

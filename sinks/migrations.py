@@ -475,6 +475,36 @@ _WEBHOOK_OUTBOX = Migration(
     ),
 )
 
+_CURRENT_SCORES = Migration(
+    9,
+    "member_scores_current view: which latest member scores are current",
+    (
+        # Each member's latest row and whether readers may compare it with the others:
+        # ``as_of`` is the newest daily batch (every member scored at one event-time
+        # midnight, see README, Model quality), ``serving_version`` the model the
+        # member's task serves now (the version of the task's newest score; each task
+        # has its own models); ``is_current``: scored at or after ``as_of`` by that
+        # version. ``age_days`` counts from the newest score of any member.
+        """
+        CREATE VIEW IF NOT EXISTS {db}.member_scores_current AS
+        SELECT s.*,
+               n.as_of AS as_of,
+               t.serving_version AS serving_version,
+               dateDiff('millisecond', s.scored_at, n.newest) / 86400000.0 AS age_days,
+               s.scored_at >= n.as_of AND s.model_version = t.serving_version AS is_current
+        FROM (SELECT * FROM {db}.member_scores FINAL) AS s
+        CROSS JOIN (
+            SELECT maxIf(scored_at, trigger = 'daily') AS as_of, max(scored_at) AS newest
+            FROM {db}.member_scores
+        ) AS n
+        LEFT JOIN (
+            SELECT task AS serving_task, argMax(model_version, version) AS serving_version
+            FROM {db}.member_scores GROUP BY task
+        ) AS t ON s.task = t.serving_task
+        """,
+    ),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     _FOUNDATION,
     _SCORING,
@@ -484,6 +514,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _ONE_CHECKPOINT,
     _TASKS,
     _WEBHOOK_OUTBOX,
+    _CURRENT_SCORES,
 )
 
 #: Tables Pulse writes, in the order a batch is flushed: the records derived from

@@ -100,20 +100,24 @@ def run_evaluation(args: argparse.Namespace) -> int:
                 if datetime.fromisoformat(e["occurred_at"]) <= cutoff
             )
             members = [str(t["member_id"]) for t in ground_truth(config)]
-            served = _served_by_pipeline(lines, members, settings)
+            served, currency = _served_by_pipeline(lines, members, settings)
         print(f"scores read back from ClickHouse for {len(served):,} members", flush=True)
+        _print_currency(currency)
     report = evaluate_offline(
         simulate(config), ground_truth(config), cutoff, scoring, served, args.partitions
     )
     report["source"] = "pipeline" if served is not None else "in-process engine"
+    if served is not None:
+        report["current_scores"] = currency
     _print(report, time.monotonic() - started)
     return 0
 
 
 def _served_by_pipeline(
     lines: Iterable[bytes], members: list[str], settings: Settings
-) -> dict[str, tuple[float, float | None]]:
-    """Publish ``lines`` through the real pipeline; read back each member's latest scores.
+) -> tuple[dict[str, tuple[float, float | None]], dict[str, Any]]:
+    """Publish ``lines`` through the real pipeline; read back each member's latest scores,
+    and how current they are (:func:`_currency`).
 
     Everything is published before the worker reads, as ``pulse replay`` does, so
     the figures do not depend on how fast the publisher ran."""
@@ -158,9 +162,46 @@ def _served_by_pipeline(
         ).result_rows
         by_pseudonym = {r[0]: (float(r[1]), None if r[2] is None else float(r[2])) for r in rows}
         pseudonym = runtime.pseudonym
+        currency = _currency(runtime.clickhouse, settings.clickhouse_database)
     finally:
         runtime.stop()
-    return {m: by_pseudonym[p] for m in members if (p := pseudonym(m)) in by_pseudonym}
+    served = {m: by_pseudonym[p] for m in members if (p := pseudonym(m)) in by_pseudonym}
+    return served, currency
+
+
+def _currency(client: Any, db: str) -> dict[str, Any]:
+    """How current the served scores are, from ``member_scores_current``: per task, the
+    model versions of its members' latest rows, the oldest of them, how many are not
+    current, and the newest event they are compared with."""
+    newest = client.query(f"SELECT max(occurred_at) FROM {db}.events").result_rows[0][0]
+    rows = client.query(
+        "SELECT task, uniqExact(model_version), min(scored_at), countIf(NOT is_current),"
+        f" countIf(trigger = 'daily'), count() FROM {db}.member_scores_current"
+        " GROUP BY task ORDER BY task"
+    ).result_rows
+    tasks = [
+        {
+            "task": int(task),
+            "members": int(n),
+            "model_versions": int(versions),
+            "oldest_score_days": round((newest - oldest).total_seconds() / 86400, 3),
+            "not_current": int(stale),
+            "from_daily_batch": int(daily),
+        }
+        for task, versions, oldest, stale, daily, n in rows
+    ]
+    return {"newest_event_at": newest.isoformat(), "tasks": tasks}
+
+
+def _print_currency(currency: dict[str, Any]) -> None:
+    tasks = currency["tasks"]
+    print(
+        f"served scores: {sum(t['members'] for t in tasks):,} members in {len(tasks)} task(s); "
+        f"model versions per task {max((t['model_versions'] for t in tasks), default=0)}, "
+        f"oldest {max((t['oldest_score_days'] for t in tasks), default=0.0):.2f} days before "
+        f"the newest event, {sum(t['not_current'] for t in tasks):,} not current",
+        flush=True,
+    )
 
 
 # --- a real purchase log ------------------------------------------------------------
@@ -235,12 +276,15 @@ def run_purchase_log_evaluation(args: argparse.Namespace) -> int:
                 if datetime.fromisoformat(e["occurred_at"]) < cutoff
             )
             members = sorted({t.member_id for t in log.transactions})
-            scores = _served_by_pipeline(lines, members, run)
+            scores, currency = _served_by_pipeline(lines, members, run)
         served = {m: churn for m, (churn, _) in scores.items()}
         print(f"scores read back from ClickHouse for {len(served):,} members", flush=True)
+        _print_currency(currency)
     report = evaluate_purchase_log(
         events, cutoff, args.holdout_days, config, args.partitions, served
     )
+    if served is not None:
+        report["current_scores"] = currency
     report["file"] = str(path)
     if args.json:
         print(json.dumps(report, indent=2, default=str))

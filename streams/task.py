@@ -46,9 +46,9 @@ from typing import Any, TypeVar
 from schemas.envelope import EventBase
 from scoring.alerts import AlertEngine, AlertRecord, RuleSet
 from scoring.alerts.community import CommunityAggregator, period_end
-from scoring.clock import from_ts
 from scoring.config import ScoringConfig
 from scoring.engine import ScoringEngine
+from scoring.errors import UnknownMember
 from scoring.records import LabelApplied, LifecycleTransition, ModelMetrics, ScoreRecord
 from scoring.state import MemberState
 from sinks.clickhouse import ClickHouseSink, EventIdIndex
@@ -335,7 +335,25 @@ class PartitionTask:
                 if watermark is not None:
                     self._alerts_emit(self.alerts.advance(watermark))
                     self._forward_shares()
+                self._daily_scores()
         self._report()
+
+    def _daily_scores(self) -> None:
+        """The engine's daily batch, once a day of event time and only when caught up:
+        rows for ``member_scores`` alone, the table readers rank members by (a refresh,
+        not a new score: no history row, no message, no alert, no member state)."""
+        records = self.engine.daily_scores(self.number)
+        if not records:
+            return
+        tags = self.open.tags
+        pseudonym = self.ctx.pseudonym
+        self.open.add_rows(
+            "member_scores",
+            [score_row(r, pseudonym=pseudonym, cause=None, tags=tags) for r in records],
+        )
+        for record in records:
+            self._count(record)
+        self.ctx.metrics.scores_emitted.labels("daily").inc(len(records))
 
     def apply(self, items: list[tuple[Inbound, EventBase]]) -> None:
         """Apply events (in event-time order) and buffer what they produce."""
@@ -790,12 +808,12 @@ class PartitionTask:
                 gauge.remove(model, str(self.number))
 
     def member_scores(self, member_id: str) -> dict[str, Any] | None:
-        """The member's scores at its last score, as ``member_scores`` has them (None: not
-        a member of this task, or one who withdrew analytics consent)."""
-        state = self.engine.states.get(member_id)
-        if state is None or state.last_scored_at is None or self.engine.opted_out(member_id):
+        """The member's latest scores, as ``member_scores`` has them (None: not a member
+        of this task, or one who withdrew analytics consent)."""
+        try:
+            row = self.engine.latest_score(member_id).to_row()
+        except UnknownMember:
             return None
-        row = self.engine.score_member(member_id, from_ts(state.last_scored_at)).to_row()
         for name in ("scored_at", "last_event_at"):  # milliseconds, as ClickHouse keeps them
             moment = row[name]
             row[name] = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
