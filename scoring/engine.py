@@ -31,7 +31,7 @@ import math
 import pickle
 from array import array
 from collections.abc import MutableMapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from schemas.envelope import EventBase
@@ -259,13 +259,15 @@ class ScoringEngine:
         if state is None or state.opted_out:
             raise UnknownMember(member_id)
         ts = max(to_ts(at), state.last_event_at)
-        if any(policy[3] <= ts for policy in state.policies.values()):
-            state = MemberState.from_dict(state.to_dict())  # a copy: expire without changing
-            state.expire_policies(ts)
-        raw = engagement_raw(state, ts, self._half_lives[1])
-        scored = self._compute(state, ts, True, raw)
-        trigger: Trigger = "event" if ts <= state.last_event_at else "silence"
-        return self._record(state, ts, trigger, scored)
+        return self._read(state, ts, "event" if ts <= state.last_event_at else "silence")
+
+    def _read(self, state: MemberState, at: float, trigger: Trigger) -> ScoreRecord:
+        """The member's score at ``at``, changing nothing (policies expire on a copy)."""
+        if any(policy[3] <= at for policy in state.policies.values()):
+            state = MemberState.from_dict(state.to_dict())
+            state.expire_policies(at)
+        raw = engagement_raw(state, at, self._half_lives[1])
+        return self._record(state, at, trigger, self._compute(state, at, True, raw))
 
     def daily_scores(self, partition: int) -> list[ScoreRecord]:
         """Every member scored as of the last event-time midnight the partition's clock
@@ -295,12 +297,7 @@ class ScoringEngine:
             last = state.last_scored_at
             if state.opted_out or last is None or last >= day:
                 continue
-            read = state
-            if any(policy[3] <= day for policy in state.policies.values()):
-                read = MemberState.from_dict(state.to_dict())  # expire on a copy
-                read.expire_policies(day)
-            raw = engagement_raw(read, day, self._half_lives[1])
-            out.append(self._record(read, day, "daily", self._compute(read, day, True, raw)))
+            out.append(self._read(state, day, "daily"))
         self.stats.daily_scores += len(out)
         return out
 
@@ -313,7 +310,7 @@ class ScoringEngine:
         day = self.models.scored_day
         if state.last_scored_at >= day:
             return self.score_member(member_id, from_ts(state.last_scored_at))
-        return replace(self.score_member(member_id, from_ts(day)), trigger="daily")
+        return self._read(state, day, "daily")
 
     # -- clock and timers -------------------------------------------------------------
 
