@@ -268,6 +268,12 @@ class Settings:
         90,
         "Event-time days in which a purchase counts as converted.",
     )
+    promote_challenger: bool = _num(  # type: ignore[assignment]
+        "PULSE_PROMOTE_CHALLENGER",
+        False,
+        "Whether a detected drift may replace a model by a challenger trained on recent "
+        "labels (true/false). Off: drifts are reported and the model adapts by refitting.",
+    )
     alert_rules: str = _env(
         "PULSE_ALERT_RULES",
         "",

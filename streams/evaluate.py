@@ -87,7 +87,8 @@ def run_evaluation(args: argparse.Namespace) -> int:
         f"cutoff {cutoff.date()}",
         flush=True,
     )
-    scoring = ScoringConfig(seed=config.seed)
+    promote = Settings.from_env().promote_challenger
+    scoring = ScoringConfig(seed=config.seed, promote_challenger=promote)
     served = None
     if args.pipeline:
         import tempfile
@@ -254,7 +255,9 @@ def run_purchase_log_evaluation(args: argparse.Namespace) -> int:
         f"{args.partitions} partition(s)",
         flush=True,
     )
-    config = ScoringConfig(churn_window_days=window, seed=args.seed)
+    config = ScoringConfig(
+        churn_window_days=window, seed=args.seed, promote_challenger=settings.promote_challenger
+    )
     served = None
     if args.pipeline:
         import tempfile

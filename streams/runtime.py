@@ -195,6 +195,7 @@ def build_pipeline(
         config=ScoringConfig(
             churn_window_days=s.churn_window_days,
             conversion_window_days=s.conversion_window_days,
+            promote_challenger=s.promote_challenger,
         ),
         rules=rules,
         inputs=tuple(s.topic(n) for n in INPUT_STREAMS),

@@ -79,7 +79,7 @@ def _stream(slot: ModelSlot, n: int, flipped: bool, rng: random.Random) -> tuple
 
 
 def test_drift_then_challenger_promotion_bumps_the_version() -> None:
-    config = ScoringConfig(min_labels_for_model=100)
+    config = ScoringConfig(min_labels_for_model=100, promote_challenger=True)
     slot = ModelSlot("churn", churn_prior(30.0), config, 0)
     rng = random.Random(11)
     assert _stream(slot, 4000, False, rng) == (0, 0)  # a stable concept: no drift
@@ -89,6 +89,18 @@ def test_drift_then_challenger_promotion_bumps_the_version() -> None:
     assert slot.version == f"churn-logreg-v{1 + promotions}"
     # the promoted model learned the new concept
     assert slot.serve({"activity_trend": 0.8, "nps": 0.0}).probability < 0.3
+
+
+def test_without_promotion_a_drift_is_reported_and_the_champion_refits() -> None:
+    slot = ModelSlot("churn", churn_prior(30.0), ScoringConfig(min_labels_for_model=100), 0)
+    rng = random.Random(11)
+    assert _stream(slot, 4000, False, rng) == (0, 0)
+    fits = slot.champion.fits
+    drifts, promotions = _stream(slot, 3000, True, rng)
+    assert drifts >= 1 and promotions == 0 and slot.drifts == drifts
+    assert slot.version == "churn-logreg-v1"
+    assert slot.challenger.labels == 0  # no challenger is trained
+    assert slot.champion.fits >= fits + 3  # the champion refits on what it learns
 
 
 def test_engine_reports_quality_per_model(make_event: MakeEvent) -> None:
