@@ -61,7 +61,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 def _admin(bootstrap: str, config: Mapping[str, Any] | None = None) -> AdminClient:
     """An admin client; ``config`` adds TLS/SASL (see :mod:`streams.kafka_config`)."""
     return AdminClient(
-        {"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000, **(config or {})}
+        {"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000, "logger": log, **(config or {})}
     )
 
 
@@ -71,7 +71,8 @@ def wait_for_broker(
     """Poll the broker's metadata until it answers, or raise :class:`BrokerError`."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
-    admin = _admin(bootstrap, config)
+    # refused connections are what this loop waits out: librdkafka must not print them
+    admin = _admin(bootstrap, {**(config or {}), "log_level": 0})
     while time.monotonic() < deadline:
         try:
             admin.list_topics(timeout=2)

@@ -34,3 +34,17 @@ def test_a_worker_refuses_an_external_broker_without_the_key(settings: Settings)
 
     with pytest.raises(SettingsError, match="PULSE_PSEUDONYM_KEY"):
         Runtime(settings.with_(pseudonym_key=""), serve_http=False, announce=False).start()
+
+
+def test_starting_the_embedded_broker_prints_no_refused_connections(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The readiness probe waits out refused connections; librdkafka writes its own log
+    lines straight to file descriptor 2, so they are looked for there."""
+    broker = EmbeddedBroker().start()
+    try:
+        assert broker.pid is not None
+    finally:
+        broker.stop()
+    err = capfd.readouterr().err
+    assert "Connection refused" not in err and "|FAIL|" not in err, err
