@@ -60,9 +60,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def _admin(bootstrap: str, config: Mapping[str, Any] | None = None) -> AdminClient:
     """An admin client; ``config`` adds TLS/SASL (see :mod:`streams.kafka_config`)."""
-    return AdminClient(
-        {"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000, "logger": log, **(config or {})}
-    )
+    settings: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "socket.timeout.ms": 5000,
+        "logger": log,
+        **(config or {}),
+    }
+    return AdminClient(settings)
 
 
 def wait_for_broker(
