@@ -8,7 +8,9 @@ own), the event-time order of its inputs (:class:`~streams.ordering.EventTimeOrd
 its clock and silence timers, its member alert rules, and its checkpoints
 (:mod:`streams.checkpoint`). Nothing in it depends on which worker runs it or on
 the other tasks, so a task gives the same results whether one worker runs every
-task or they are spread over many and move between them.
+task or they are spread over many and move between them. Two of its parts live
+beside it: its share of the community alert rules (:mod:`streams.community_link`)
+and the erasures it still has to carry out (:mod:`streams.erasures`).
 
 Life of a task on a worker:
 
@@ -38,22 +40,17 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from schemas.envelope import EventBase
-from scoring.alerts import AlertEngine, AlertRecord, RuleSet
-from scoring.alerts.community import CommunityAggregator, period_end
-from scoring.config import ScoringConfig
+from scoring.alerts import AlertEngine, AlertRecord
 from scoring.engine import ScoringEngine
 from scoring.errors import UnknownMember
 from scoring.records import LabelApplied, LifecycleTransition, ModelMetrics, ScoreRecord
 from scoring.state import MemberState
-from sinks.clickhouse import ClickHouseSink, EventIdIndex
-from sinks.erasure import erase_member
-from sinks.privacy import Pseudonymizer
 from sinks.rows import (
     Tags,
     alert_row,
@@ -63,76 +60,26 @@ from sinks.rows import (
     score_row,
     transition_row,
 )
-from sinks.sealing import Sealer
 from streams.checkpoint import Checkpoint, Sealed
-from streams.checkpoint_store import Checkpoints, generation, produced_after, roll_back
+from streams.checkpoint_store import generation, produced_after, roll_back
 from streams.commits import CommitRecord, Lineage
-from streams.metrics import PulseMetrics
+from streams.community_link import CommunityLink
+from streams.erasures import Erasures
 from streams.offsets import AppliedOffsets, OffsetTracker
-from streams.ordering import EventTimeOrder, HighWater
-from streams.outputs import OutputProducer
+from streams.ordering import EventTimeOrder
+from streams.retry import retrying
+from streams.task_context import Inbound, TaskContext
 from streams.webhooks import outbox_rows
 
-__all__ = ["PartitionTask", "TaskContext", "Inbound"]
+__all__ = ["PartitionTask", "TaskContext", "Inbound"]  # the last two from streams.task_context
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 #: A checkpoint is taken at once when this many members changed since the last one.
 CHECKPOINT_MEMBERS = 20_000
 
 #: Marks a checkpoint as worth taking once erasures finished (its task record changed).
 _ERASURES_DONE = "\x00erasures-done"
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """One consumed message, as the pipeline needs it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-    timestamp: float | None  # broker timestamp, seconds since the epoch
-    ack: Callable[[], None]
-
-
-@dataclass
-class TaskContext:
-    """What every task of a worker shares: built once by :func:`streams.runtime.build_worker`."""
-
-    config: ScoringConfig
-    rules: RuleSet
-    inputs: tuple[str, ...]  # input topic names
-    community_topic: str  # shares of community periods, keyed by community
-    partitions: int  # of every input topic: the number of tasks
-    scores_topic: str
-    alerts_topic: str
-    sink: ClickHouseSink
-    index: EventIdIndex
-    store: Checkpoints
-    outputs: OutputProducer
-    pseudonym: Pseudonymizer
-    sealer: Sealer
-    metrics: PulseMetrics
-    clickhouse: Any  # clickhouse-connect client for roll-backs
-    database: str
-    bootstrap: str
-    kafka_config: dict[str, Any]  # TLS/SASL of every Kafka client (streams.kafka_config)
-    broker_id: str
-    checkpoint_seconds: float
-    idle_seconds: float
-    max_held: int
-    highwater: HighWater | None
-    #: a task that received no event for this long, and whose inputs have nothing more
-    #: (by the broker's high watermarks), stops holding community periods back; one that
-    #: cannot tell (an input never fetched) does after ten times as long
-    quiet_seconds: float = 60.0
-    #: what is failing and retried (e.g. a restore while ClickHouse is away) -> since when
-    #: (wall-clock seconds): /healthz reports it
-    failing: dict[str, float] = field(default_factory=dict)
 
 
 class PartitionTask:
@@ -144,12 +91,10 @@ class PartitionTask:
         self.engine = ScoringEngine(ctx.config)
         # member rules here; community periods leave as shares for the aggregators
         self.alerts = AlertEngine(ctx.rules, forward_community=True)
-        # the community rules of the communities whose partition of the community topic
-        # is this task's, over the shares of every task
-        self.aggregator = CommunityAggregator(ctx.rules, ctx.partitions)
-        self.recent_shares: list[dict[str, Any]] = []  # re-sent on restore (see _load)
+        self.community = CommunityLink(
+            number, ctx.rules, ctx.partitions, ctx.community_topic, ctx.outputs
+        )
         self._last_event = time.monotonic()
-        self._reported: tuple[datetime | None, bool] | None = None
         self.order: EventTimeOrder[Inbound, EventBase] = EventTimeOrder(
             ctx.inputs,
             idle_seconds=ctx.idle_seconds,
@@ -176,13 +121,10 @@ class PartitionTask:
         self.restored_members = 0
         self.rolled_back: dict[str, int] = {}
         self.skipped_outputs = 0
-        # pseudonyms whose rows are still to be deleted from ClickHouse (erasures whose
-        # request is committed): part of the task record, so a crash does not forget one
-        self.erasures: list[str] = []
+        # members whose erasure request is committed and whose rows are still to go
+        self.erasures = Erasures(number, ctx.clickhouse, ctx.database)
         self.withheld = 0  # events of members without analytics consent: not stored
         self.opted_out: set[str] = set()  # pseudonyms of members without analytics consent
-        self.erased_events = 0  # events rows deleted by erasures
-        self._erasing: asyncio.Future[None] | None = None
 
     # --- restore -----------------------------------------------------------------------
     async def restore(self) -> None:
@@ -192,11 +134,11 @@ class PartitionTask:
         events), retried with back-off: nothing of the task is applied before it."""
         ctx = self.ctx
         started = time.monotonic()
-        restored = await _retrying(
+        restored = await retrying(
             ctx.failing, f"task {self.number}: reading its checkpoint", ctx.store.load, self.number
         )
         commit = restored.commit if restored is not None else None
-        self.rolled_back = await _retrying(
+        self.rolled_back = await retrying(
             ctx.failing,
             f"task {self.number}: rolling back uncommitted rows",
             asyncio.to_thread,
@@ -222,7 +164,7 @@ class PartitionTask:
             starts = dict(commit.outputs) if commit is not None else {}
             for topic in (ctx.scores_topic, ctx.alerts_topic):
                 starts.setdefault(f"{topic}:{self.number}", 0)
-            skip = await _retrying(
+            skip = await retrying(
                 ctx.failing,
                 f"task {self.number}: reading its uncommitted outputs",
                 asyncio.to_thread,
@@ -240,9 +182,7 @@ class PartitionTask:
         self.restored = True
         # the aggregators may have lost what this task sent since their last checkpoint
         # (an embedded broker starts empty): send the recent shares and the watermark again
-        for share in self.recent_shares:
-            self._send_share(share, again=True)
-        self._send_watermark()
+        self.community.resend(self.alerts.watermark, self._quiet())
         if restored is not None:
             log.info(
                 "task %d restored %d members at checkpoint %d in %.2fs",
@@ -268,12 +208,8 @@ class PartitionTask:
             self.alerts = AlertEngine.from_dict(
                 self.ctx.rules, data["alerts"], forward_community=True
             )
-            if "aggregator" in data:
-                self.aggregator = CommunityAggregator.from_dict(
-                    self.ctx.rules, self.ctx.partitions, data["aggregator"]
-                )
-            self.recent_shares = list(data.get("shares", []))
-            self.erasures = list(data.get("erasures", []))
+            self.community.load(data)
+            self.erasures.pending = list(data.get("erasures", []))
         self._erase_pending()
 
     # --- intake ------------------------------------------------------------------------
@@ -507,39 +443,8 @@ class PartitionTask:
     def _forward_shares(self) -> None:
         """Send this task's shares of the community periods its alert clock closed."""
         closed = self.alerts.drain_closed()
-        if not closed:  # called after every batch: most find nothing new
-            return
-        for kind, period, community, values in closed:
-            share = {
-                "kind": kind,
-                "period": period,
-                "community": community,
-                "source": self.number,
-                "values": values,
-            }
-            self.recent_shares.append(share)
-            self._send_share(share)
-        if self.recent_shares:  # keep two weeks: what an aggregator may still be missing
-            horizon = self.alerts.watermark
-            if horizon is not None:
-                oldest = horizon - timedelta(days=14)
-                self.recent_shares = [
-                    s for s in self.recent_shares if period_end(s["kind"], s["period"]) > oldest
-                ]
-
-    def _send_share(self, share: dict[str, Any], *, again: bool = False) -> None:
-        ctx = self.ctx
-        value = json.dumps(share, separators=(",", ":")).encode()
-        key = str(share["community"]).encode()
-        identity = output_id(
-            "share", str(share["source"]), share["kind"], share["period"], share["community"]
-        )
-        if again:  # committed already: sent again on purpose, the aggregator replaces it
-            ctx.outputs.produce_plain(ctx.community_topic, key, value, [])
-        else:
-            ctx.outputs.produce(
-                ctx.community_topic, key, value, tags=self.open.tags, identity=identity
-            )
+        if closed:  # called after every batch: most find nothing new
+            self.community.forward(closed, self.alerts.watermark, self.open.tags)
 
     def _quiet(self) -> bool:
         """No event for quiet_seconds and none on its way: the task holds nothing back.
@@ -552,58 +457,19 @@ class PartitionTask:
         return not self.order.pending() or silent >= 10 * self.ctx.quiet_seconds
 
     def _report(self) -> None:
-        """Send the watermark again if it moved, or the task fell quiet or woke up."""
-        if (self.alerts.watermark, self._quiet()) != self._reported:
-            self._send_watermark()
-
-    def _send_watermark(self) -> None:
-        """Tell every aggregator how far this task closed its shares (or that it is quiet).
-
-        Sent after the shares it covers, by the same producer: on each partition of the
-        community topic a share comes before the watermark that says it is in."""
-        ctx = self.ctx
-        at = self.alerts.watermark
-        quiet = self._quiet()
-        self._reported = (at, quiet)
-        value = json.dumps(
-            {
-                "kind": "watermark",
-                "source": self.number,
-                "at": at.isoformat() if at is not None else None,
-                "quiet": quiet,
-            },
-            separators=(",", ":"),
-        ).encode()
-        for partition in range(ctx.partitions):
-            ctx.outputs.produce_plain(ctx.community_topic, None, value, [], partition=partition)
+        self.community.report(self.alerts.watermark, self._quiet())
 
     @property
     def reported(self) -> bool:
         """Whether the aggregators were told this task's current watermark."""
-        return self._reported is not None and self._reported[0] == self.alerts.watermark
+        return self.community.reported(self.alerts.watermark)
 
     def control(self, items: list[Inbound]) -> None:
         """Messages of this task's partition of the community topic: shares and watermarks
         for the communities it aggregates. Closes what every source has passed."""
-        aggregator = self.aggregator
-        for item in items:
-            try:
-                data = json.loads(item.value)
-                if data["kind"] == "watermark":
-                    at = datetime.fromisoformat(data["at"]) if data["at"] else None
-                    aggregator.watermark(int(data["source"]), at, quiet=bool(data["quiet"]))
-                else:
-                    aggregator.share(
-                        str(data["kind"]),
-                        str(data["period"]),
-                        str(data["community"]),
-                        source=int(data["source"]),
-                        values=[float(v) for v in data["values"]],
-                    )
-            except (ValueError, KeyError, TypeError) as exc:  # not ours: skip, loudly
-                log.warning("task %d: unreadable community message (%s)", self.number, exc)
-            self.open.messages.append(item)
-        self._alerts_emit(aggregator.close())
+        alerts = self.community.receive(items)
+        self.open.messages.extend(items)
+        self._alerts_emit(alerts)
 
     def _alerts_emit(self, alerts: list[AlertRecord]) -> None:
         if not alerts:
@@ -699,7 +565,7 @@ class PartitionTask:
                 self.applied[message.topic] = topic_offsets.with_offsets([message.offset])
         self.seq = tags.seq
         self.lineage = self.lineage.committing(self.gen, tags.seq)
-        self.erasures.extend(checkpoint.erasures)
+        self.erasures.pending.extend(checkpoint.erasures)
         record = CommitRecord(
             self.number, self.gen, tags.seq, self.lineage, ctx.broker_id, dict(self.applied)
         )
@@ -715,8 +581,8 @@ class PartitionTask:
             acknowledge=self._acknowledge,
             after=self._last_commit,
         )
-        if self.erasures:
-            committed.add_done_callback(self._erase_after)
+        if self.erasures.pending:
+            committed.add_done_callback(self.erasures.after(self._erased))
         self._last_commit = committed
         self._inflight.add(committed)
         committed.add_done_callback(self._inflight.discard)
@@ -760,48 +626,25 @@ class PartitionTask:
         task_record = {
             "models": base64.b64encode(self.engine.models_checkpoint()).decode(),
             "alerts": self.alerts.to_dict(),
-            "aggregator": self.aggregator.to_dict(),
-            "shares": self.recent_shares,
-            "erasures": self.erasures,
+            **self.community.to_dict(),
+            "erasures": self.erasures.pending,
         }
         record = sealer.seal(json.dumps(task_record, separators=(",", ":")).encode())
         return Sealed(sealed, record)
 
-    def _erase_after(self, commit: asyncio.Future[None]) -> None:
-        if not commit.cancelled() and commit.exception() is None:
-            self._erase_pending()
-
     def _erase_pending(self) -> None:
-        """Delete the rows of members whose erasure is committed (in a thread, one batch at a
-        time); each is dropped from the list once done, so the next checkpoint forgets it."""
-        if not self.erasures or (self._erasing is not None and not self._erasing.done()):
-            return
-        ctx = self.ctx
-        batch = list(self.erasures)
+        self.erasures.start(self._erased)
 
-        def erase() -> None:
-            for pseudonym in batch:
-                deleted = erase_member(ctx.clickhouse, ctx.database, pseudonym)
-                self.erased_events += deleted.get("events", 0)
-
-        async def run() -> None:
-            try:
-                await asyncio.to_thread(erase)
-            except Exception as exc:  # retried after the next commit
-                log.warning("task %d: erasure failed, will retry: %s", self.number, exc)
-                return
-            self.erasures = [p for p in self.erasures if p not in batch]
-            self.open.members.add(_ERASURES_DONE)
-
-        self._erasing = asyncio.ensure_future(run())
+    def _erased(self) -> None:
+        """Erasures finished: the task record changed, so the next checkpoint is due."""
+        self.open.members.add(_ERASURES_DONE)
 
     # --- leaving -------------------------------------------------------------------------
     async def revoke(self) -> None:
         """The partition leaves this worker: commit what was applied, drop what is held."""
         await self.checkpoint()
         await self.committed()
-        if self._erasing is not None:
-            await self._erasing
+        await self.erasures.wait()
         m = self.ctx.metrics
         for model in ("churn", "conversion"):  # the new owner reports this partition's models
             for gauge in (m.model_roc_auc, m.model_log_loss):
@@ -818,6 +661,11 @@ class PartitionTask:
             moment = row[name]
             row[name] = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
         return row
+
+    @property
+    def erased_events(self) -> int:
+        """Events rows deleted by erasures."""
+        return self.erasures.erased_events
 
     @property
     def held(self) -> int:
@@ -842,29 +690,3 @@ class PartitionTask:
             "rolled_back_rows": sum(self.rolled_back.values()),
             "skipped_outputs": self.skipped_outputs,
         }
-
-
-async def _retrying(
-    failing: dict[str, float], what: str, call: Callable[..., Awaitable[T]], *args: Any
-) -> T:
-    """``await call(*args)``, retried with back-off (0.2 s doubling, at most 10 s) while
-    it fails: a component that is away holds the task instead of crashing the worker.
-    ``failing`` names it while it fails (for /healthz)."""
-    attempt = 0
-    while True:
-        try:
-            result = await call(*args)
-            failing.pop(what, None)
-            return result
-        except Exception as exc:
-            attempt += 1
-            failing.setdefault(what, time.time())
-            delay = min(10.0, 0.2 * 2.0 ** min(attempt, 6))
-            log.warning(
-                "%s failed (%s: %s); retrying in %.1fs",
-                what,
-                type(exc).__name__,
-                str(exc).splitlines()[0][:160] if str(exc) else "",
-                delay,
-            )
-            await asyncio.sleep(delay)
