@@ -28,7 +28,7 @@ Each target (``churn``, ``conversion``) has a :class:`ModelSlot`:
   follow, and a challenger fitted to the recent mix ranked the whole base worse.
 
 Every label is first scored (delayed progressive validation of what was served,
-:mod:`scoring.validation`; prior, champion and challenger predict it before
+:mod:`scoring.validation`; prior, champion and any challenger predict it before
 learning), then learned. All of it pickles: :class:`ModelBank` is the engine's
 model part.
 """

@@ -87,21 +87,21 @@ def run_evaluation(args: argparse.Namespace) -> int:
         f"cutoff {cutoff.date()}",
         flush=True,
     )
-    promote = Settings.from_env().promote_challenger
-    scoring = ScoringConfig(seed=config.seed, promote_challenger=promote)
+    settings = Settings.from_env()
+    scoring = ScoringConfig(seed=config.seed, promote_challenger=settings.promote_challenger)
     served = None
     if args.pipeline:
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="pulse-evaluate-") as tmp:
-            settings = Settings.from_env().with_(data_dir=tmp, metrics_port=0)
+            run = settings.with_(data_dir=tmp, metrics_port=0)
             lines = (
                 json.dumps(e, separators=(",", ":")).encode()
                 for e in simulate(config)
                 if datetime.fromisoformat(e["occurred_at"]) <= cutoff
             )
             members = [str(t["member_id"]) for t in ground_truth(config)]
-            served, currency = _served_by_pipeline(lines, members, settings)
+            served, currency = _served_by_pipeline(lines, members, run)
         print(f"scores read back from ClickHouse for {len(served):,} members", flush=True)
         _print_currency(currency)
     report = evaluate_offline(
