@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from sinks.errors import ErasureError
 
-__all__ = ["erase_member", "MEMBER_TABLES"]
+__all__ = ["erase_member", "retract_scores", "MEMBER_TABLES"]
 
 _P = "{p:String}"
 _MEMBER_ALERTS = f"subject_type = 'member' AND subject_id = {_P}"
@@ -97,3 +97,36 @@ def erase_member(client: _Client, database: str, pseudonym: str) -> dict[str, in
             ) from exc
         deleted[table] = count
     return deleted
+
+
+def retract_scores(client: _Client, database: str, pseudonym: str, through_ms: int) -> int:
+    """Delete the member's ``member_scores`` rows scored at or before ``through_ms``
+    (milliseconds since the epoch, event time): a member who withdrew analytics consent
+    is no longer scored, so no latest score may rank them (``score_history`` keeps what
+    was scored with consent; an erasure removes that too). Rows scored later, after
+    consent was given again, stay. Returns the rows deleted; idempotent."""
+    if not database.isidentifier():
+        raise ErasureError(f"not a database name: {database!r}")
+    if not isinstance(pseudonym, str) or not _PSEUDONYM.match(pseudonym):
+        raise ErasureError("retract_scores takes a member pseudonym (32 hex digits), not an id")
+    where = "member_id = {p:String} AND scored_at <= fromUnixTimestamp64Milli({t:Int64})"
+    parameters = {"p": pseudonym, "t": int(through_ms)}
+    try:
+        count = int(
+            client.query(
+                f"SELECT count() FROM {database}.member_scores WHERE {where}",
+                parameters=parameters,
+            ).result_rows[0][0]
+        )
+        if count:
+            client.command(
+                f"DELETE FROM {database}.member_scores WHERE {where}",
+                parameters=parameters,
+                settings={"mutations_sync": 2},
+            )
+    except Exception as exc:
+        raise ErasureError(
+            f"retracting member_scores failed ({type(exc).__name__}): "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        ) from exc
+    return count

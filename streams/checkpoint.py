@@ -65,6 +65,7 @@ class Checkpoint:
     event_ids: list[str] = field(default_factory=list)  # ids of the events rows
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     erasures: list[str] = field(default_factory=list)  # pseudonyms of erased members
+    retractions: dict[str, int] = field(default_factory=dict)  # consent withdrawn: at (ms)
 
     def add_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
         if rows:

@@ -351,7 +351,7 @@ class Pipeline:
         on a task here: ClickHouse may hold their rows until the erasure has run."""
         return any(
             pseudonym in task.opted_out
-            or pseudonym in task.erasures  # erasure committed, rows still being deleted
+            or pseudonym in task.erasures  # erasure committing or committed, rows not gone yet
             or pseudonym in task.open.erasures  # erasure applied, not committed yet
             for task in list(self.tasks.values())
         )

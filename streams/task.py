@@ -209,7 +209,7 @@ class PartitionTask:
                 self.ctx.rules, data["alerts"], forward_community=True
             )
             self.community.load(data)
-            self.erasures.pending = list(data.get("erasures", []))
+            self.erasures.load(data)
         self._erase_pending()
 
     # --- intake ------------------------------------------------------------------------
@@ -323,6 +323,7 @@ class PartitionTask:
                 member = self.ctx.pseudonym(event.member_id)
                 if self.engine.opted_out(event.member_id):
                     self.opted_out.add(member)
+                    checkpoint.retractions[member] = int(event.occurred_at.timestamp() * 1000)
                 else:
                     self.opted_out.discard(member)
             checkpoint.members.add(event.member_id)
@@ -565,7 +566,7 @@ class PartitionTask:
                 self.applied[message.topic] = topic_offsets.with_offsets([message.offset])
         self.seq = tags.seq
         self.lineage = self.lineage.committing(self.gen, tags.seq)
-        self.erasures.pending.extend(checkpoint.erasures)
+        self.erasures.stage(tags.seq, checkpoint.erasures, checkpoint.retractions)
         record = CommitRecord(
             self.number, self.gen, tags.seq, self.lineage, ctx.broker_id, dict(self.applied)
         )
@@ -581,8 +582,8 @@ class PartitionTask:
             acknowledge=self._acknowledge,
             after=self._last_commit,
         )
-        if self.erasures.pending:
-            committed.add_done_callback(self.erasures.after(self._erased))
+        if self.erasures.due:
+            committed.add_done_callback(self.erasures.after(tags.seq, self._erased))
         self._last_commit = committed
         self._inflight.add(committed)
         committed.add_done_callback(self._inflight.discard)
@@ -627,7 +628,7 @@ class PartitionTask:
             "models": base64.b64encode(self.engine.models_checkpoint()).decode(),
             "alerts": self.alerts.to_dict(),
             **self.community.to_dict(),
-            "erasures": self.erasures.pending,
+            **self.erasures.to_dict(),
         }
         record = sealer.seal(json.dumps(task_record, separators=(",", ":")).encode())
         return Sealed(sealed, record)

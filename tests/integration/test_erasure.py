@@ -18,6 +18,7 @@ from sinks.erasure import MEMBER_TABLES, erase_member
 from sinks.errors import ErasureError
 from sinks.migrations import TABLES, apply_migrations
 from sinks.privacy import Pseudonymizer
+from streams.erasures import Erasures
 
 pytestmark = pytest.mark.integration
 
@@ -193,3 +194,37 @@ def test_every_table_with_member_data_is_covered(store: tuple[Client, str]) -> N
 def test_only_a_pseudonym_is_accepted(store: tuple[Client, str], value: str) -> None:
     with pytest.raises(ErasureError, match="pseudonym"):
         erase_member(*store, value)
+
+
+def test_nothing_is_deleted_before_its_checkpoint_committed(store: tuple[Client, str]) -> None:
+    """A checkpoint's erasures and consent withdrawals wait for its own commit: until
+    then the rows it stores for those members may not be in, and would survive a
+    deletion started by the commit of the checkpoint before."""
+    client, database = store
+    erased, withdrawn = PSEUDONYM("m-erased"), PSEUDONYM("m-withdrawn")
+    _fill(store, (erased, False), (withdrawn, False))
+    before = {p: _rows_naming(store, p) for p in (erased, withdrawn)}
+    withdrawn_at = int((T0 + timedelta(hours=1)).replace(tzinfo=UTC).timestamp() * 1000)
+
+    async def main() -> list[int]:
+        erasures = Erasures(0, client, database)
+        batches: list[int] = []
+        erasures.stage(7, [erased], {withdrawn: withdrawn_at})
+        assert erased in erasures
+        staged = {"erasures": [erased], "retractions": {withdrawn: withdrawn_at}}
+        assert erasures.to_dict() == staged
+        committed = asyncio.get_running_loop().create_future()
+        committed.set_result(None)
+        erasures.after(6, lambda: batches.append(6))(committed)  # the checkpoint before
+        await erasures.wait()
+        assert {p: _rows_naming(store, p) for p in (erased, withdrawn)} == before
+        erasures.after(7, lambda: batches.append(7))(committed)
+        await erasures.wait()
+        assert erasures.to_dict() == {"erasures": [], "retractions": {}}
+        return batches
+
+    assert asyncio.run(main()) == [7]
+    assert _rows_naming(store, erased) == {}  # no erasure request or tombstone here
+    left = _rows_naming(store, withdrawn)
+    assert "member_scores" not in left  # retracted
+    assert left["score_history"] == before[withdrawn]["score_history"]  # kept

@@ -331,3 +331,51 @@ async def _withheld_event_fires_timers(pipeline: tuple[Pipeline, Feed]) -> None:
     silence = _rows(p, "SELECT count() FROM {db}.score_history WHERE trigger = 'silence'")
     assert silence == [(1,)]
     assert feed.acks("interactions") == [0, 1, 2]
+
+
+def test_a_withdrawal_of_consent_retracts_the_latest_scores(settings: Settings) -> None:
+    _run(settings, _withdrawal_retracts_scores)
+
+
+async def _withdrawal_retracts_scores(pipeline: tuple[Pipeline, Feed]) -> None:
+    """A member who withdraws analytics consent is no longer scored, so their latest row
+    leaves ``member_scores`` (no reader ranks them on a stale score); ``score_history``
+    keeps what was scored with consent. Given again, consent brings a new score."""
+    p, feed = pipeline
+    day = 24 * 60
+
+    def consent(minutes: float, analytics: bool) -> dict[str, Any]:
+        when = T + timedelta(minutes=minutes)
+        return event("consent_changed", "m-out", when, analytics=analytics)
+
+    async def send(step: int, docs: list[dict[str, Any]], ahead: float) -> None:
+        """Two interactions (offsets 2 * step on), and a purchase that releases them."""
+        messages = [feed.message("interactions", 0, 2 * step + i, d) for i, d in enumerate(docs)]
+        later = _doc("quote_requested", "m-x", ahead)
+        await p.handle([*messages, feed.message("purchases", 0, step, later)])
+        await _settle(p)
+        await p.tasks[0].erasures.wait()
+
+    def latest(member: str) -> list[tuple[Any, ...]]:
+        pseudonym = p.ctx.pseudonym(member)
+        return _rows(
+            p,
+            "SELECT count(), countIf(scored_at > '2026-03-02 10:05:00') "
+            f"FROM {{db}}.member_scores FINAL WHERE member_id = '{pseudonym}'",
+        )
+
+    history = "SELECT count() FROM {db}.score_history WHERE member_id = '%s'"
+    out = p.ctx.pseudonym("m-out")
+    await send(0, [_doc("post_created", "m-out", 0), _doc("post_created", "m-in", 1)], 2 * day)
+    assert latest("m-out") == [(1, 0)]
+    scored = _rows(p, history % out)[0][0]
+
+    await send(1, [consent(5, False), _doc("post_created", "m-out", 6)], 4 * day)
+    assert latest("m-out") == [(0, 0)]  # retracted
+    assert _rows(p, history % out) == [(scored,)]  # kept; nothing scored while withdrawn
+    assert latest("m-in")[0][0] == 1  # nobody else is touched
+    assert p.tasks[0].erasures.retractions == {}  # done, and the task record forgets it
+
+    await send(2, [consent(5 * day, True), _doc("post_created", "m-out", 5 * day + 1)], 7 * day)
+    assert latest("m-out") == [(1, 1)]  # scored again, after consent came back
+    assert feed.acks("interactions") == list(range(6))
