@@ -77,11 +77,16 @@ class CommunityLink:
             )
         self.recent_shares = list(data.get("shares", []))
 
-    def resend(self, watermark: datetime | None, quiet: bool) -> None:
-        """After a restore: the recent shares and the watermark, again."""
+    def resend(self, watermark: datetime | None, quiet: bool, *, new_broker: bool) -> None:
+        """After a restore: the recent shares and the watermark, again (marked restored:
+        it may be behind what the aggregators heard before). ``new_broker``: the topics
+        do not hold what the sources sent since their checkpoints, so this task's
+        aggregator forgets their watermarks until each sends again."""
+        if new_broker:
+            self.aggregator.forget_sources()
         for share in self.recent_shares:
             self._send(share, None)
-        self.send_watermark(watermark, quiet)
+        self.send_watermark(watermark, quiet, restored=True)
 
     # --- outgoing --------------------------------------------------------------------
     def forward(
@@ -125,21 +130,23 @@ class CommunityLink:
         if (watermark, quiet) != self._reported:
             self.send_watermark(watermark, quiet)
 
-    def send_watermark(self, watermark: datetime | None, quiet: bool) -> None:
+    def send_watermark(
+        self, watermark: datetime | None, quiet: bool, *, restored: bool = False
+    ) -> None:
         """Tell every aggregator how far this task closed its shares (or that it is quiet).
 
         Sent after the shares it covers, by the same producer: on each partition of the
         community topic a share comes before the watermark that says it is in."""
         self._reported = (watermark, quiet)
-        value = json.dumps(
-            {
-                "kind": "watermark",
-                "source": self.number,
-                "at": watermark.isoformat() if watermark is not None else None,
-                "quiet": quiet,
-            },
-            separators=(",", ":"),
-        ).encode()
+        message: dict[str, Any] = {
+            "kind": "watermark",
+            "source": self.number,
+            "at": watermark.isoformat() if watermark is not None else None,
+            "quiet": quiet,
+        }
+        if restored:
+            message["restored"] = True
+        value = json.dumps(message, separators=(",", ":")).encode()
         for partition in range(self.partitions):
             self.outputs.produce_plain(self.topic, None, value, [], partition=partition)
 
@@ -157,7 +164,12 @@ class CommunityLink:
                 data = json.loads(item.value)
                 if data["kind"] == "watermark":
                     at = datetime.fromisoformat(data["at"]) if data["at"] else None
-                    aggregator.watermark(int(data["source"]), at, quiet=bool(data["quiet"]))
+                    aggregator.watermark(
+                        int(data["source"]),
+                        at,
+                        quiet=bool(data["quiet"]),
+                        restored=bool(data.get("restored", False)),
+                    )
                 else:
                     aggregator.share(
                         str(data["kind"]),

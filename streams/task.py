@@ -182,7 +182,7 @@ class PartitionTask:
         self.restored = True
         # the aggregators may have lost what this task sent since their last checkpoint
         # (an embedded broker starts empty): send the recent shares and the watermark again
-        self.community.resend(self.alerts.watermark, self._quiet())
+        self.community.resend(self.alerts.watermark, self._quiet(), new_broker=not same_broker)
         if restored is not None:
             log.info(
                 "task %d restored %d members at checkpoint %d in %.2fs",

@@ -81,12 +81,33 @@ class CommunityAggregator:
             return
         self._open.setdefault((kind, period, community), {})[source] = [float(v) for v in values]
 
-    def watermark(self, source: int, at: datetime | None, *, quiet: bool) -> None:
-        """How far a source has closed its shares (``at`` never moves back)."""
+    def watermark(
+        self, source: int, at: datetime | None, *, quiet: bool, restored: bool = False
+    ) -> None:
+        """How far a source has closed its shares (``at`` never moves back, except when
+        ``restored``: the source restarted from its last checkpoint, and what it said
+        after that checkpoint is void -- the shares it covered are being derived again)."""
         previous = self._watermarks.get(source, (None, False))[0]
-        if previous is not None and (at is None or at < previous):
+        if not restored and previous is not None and (at is None or at < previous):
             at = previous
         self._watermarks[source] = (at, quiet)
+
+    def forget_sources(self) -> None:
+        """Forget every source's watermark: this aggregator was restored on a broker that
+        does not hold what the sources sent since (an embedded broker starts empty), and
+        what it kept of them may be ahead of what they checkpointed. Nothing closes until
+        each source, restored too, has said again how far it is.
+
+        >>> from scoring.alerts.rules import RuleSet
+        >>> aggregator = CommunityAggregator(RuleSet.parse({"rules": []}), sources=1)
+        >>> aggregator.watermark(0, None, quiet=True)
+        >>> aggregator.horizon() is None, len(aggregator.to_dict()["watermarks"])
+        (True, 1)
+        >>> aggregator.forget_sources()
+        >>> aggregator.to_dict()["watermarks"]
+        {}
+        """
+        self._watermarks.clear()
 
     # -- closing --------------------------------------------------------------------
     def horizon(self) -> datetime | None:

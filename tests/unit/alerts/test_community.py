@@ -119,3 +119,21 @@ def test_a_quiet_source_stops_holding_periods_back() -> None:
     assert aggregator.horizon() is None
     aggregator.watermark(1, None, quiet=True)  # a partition with nobody in it
     assert aggregator.horizon() == T0 + timedelta(days=1)
+
+
+def test_a_restored_source_moves_its_watermark_back_and_holds_its_periods() -> None:
+    """A source restarted from its last checkpoint re-derives the shares it sent after
+    it: the watermark it sent then is void, and the periods wait for the new shares."""
+    aggregator = CommunityAggregator(RULES, sources=2)
+    later = T0 + timedelta(days=3)
+    aggregator.watermark(0, later, quiet=False)
+    aggregator.watermark(1, later, quiet=False)
+    assert aggregator.horizon() == later
+    aggregator.watermark(1, T0, quiet=False)  # a late copy of an old one: ignored
+    assert aggregator.horizon() == later
+    aggregator.watermark(1, T0, quiet=False, restored=True)
+    assert aggregator.horizon() == T0
+    aggregator.forget_sources()  # restored on a new broker: every source says it again
+    assert aggregator.horizon() is None
+    aggregator.watermark(0, later, quiet=False, restored=True)
+    assert aggregator.horizon() is None  # source 1 has not
