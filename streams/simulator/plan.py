@@ -361,7 +361,10 @@ class _Planner:
             self._add(plan, churn, "member_left", {"reason": reason})
         if r.random() < 0.015:
             plan.erased = True
-            self._add(plan, churn, "erasure_requested", {"request_id": f"er-{plan.index:06d}"})
+            # a minute after leaving and cancelling: the member's last event (one in the
+            # same second could be applied after it, and would start them again)
+            request = {"request_id": f"er-{plan.index:06d}"}
+            self._add(plan, churn + 60, "erasure_requested", request)
         elif plan.churn_kind == "silent" and r.random() < 0.25:
             back = churn + r.randrange(30 * DAY, 80 * DAY)
             if back < self.end:
@@ -460,7 +463,7 @@ class _Planner:
             if ts < first or ts >= self.end or (tag is not None and tag in dropped):
                 continue
             if churn is not None and onset is not None:
-                if ts > churn and (back is None or ts < back):
+                if ts > churn and (back is None or ts < back) and event_type != "erasure_requested":
                     continue
                 if event_type == "policy_renewed" and onset <= ts and (back is None or ts < back):
                     continue

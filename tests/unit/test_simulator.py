@@ -128,7 +128,12 @@ def test_truth_matches_the_events(
             continue
         churn = _at(record["churn_at"])
         back = record["reactivated_at"] and _at(record["reactivated_at"])
-        assert all(t <= churn or (back and t >= back) for t, _ in events)
+        # nothing after churn but the erasure request, a minute later, or a comeback
+        active = [(t, kind) for t, kind in events if kind != "erasure_requested"]
+        assert all(t <= churn or (back and t >= back) for t, _ in active)
+        erasures = [t for t, kind in events if kind == "erasure_requested"]
+        requested = churn + timedelta(minutes=1)
+        assert erasures == ([requested] if record["erased"] and requested < end else [])
         if churn < end:
             terminal = {"cancelled": "policy_cancelled", "lapsed": "policy_lapsed"}
             if record["churn_kind"] in terminal:
