@@ -3,9 +3,10 @@
 ``pulse replay`` of a simulated community with broken lines, run three ways on the
 same file: uninterrupted; killed with SIGKILL (the whole process group) once half
 (a third with Kafka as the record) of the file is processed, then the same replay
-again on the same data dir. Counted on records that keep every write -- plain MergeTree tables, never FINAL,
-and the ``pulse.scores`` topic -- the interrupted run ends with exactly the rows
-of the uninterrupted one in every derived table, and no output identity twice.
+again on the same data dir. Counted on records that keep every write -- plain
+MergeTree tables, never FINAL, and the ``pulse.scores`` topic -- the interrupted run
+ends with exactly the rows of the uninterrupted one in every derived table, and no
+output identity twice.
 
 Both records of a partition task's checkpoints are covered: ClickHouse (the
 embedded broker: the second run starts with empty topics) and Kafka (the
