@@ -62,6 +62,37 @@ class _Client(Protocol):
     ) -> Any: ...
 
 
+def _check(name: str, database: str, pseudonym: str) -> None:
+    if not database.isidentifier():
+        raise ErasureError(f"not a database name: {database!r}")
+    if not isinstance(pseudonym, str) or not _PSEUDONYM.match(pseudonym):
+        raise ErasureError(f"{name} takes a member pseudonym (32 hex digits), not an id")
+
+
+def _delete(
+    client: _Client, database: str, table: str, where: str, parameters: dict[str, Any], doing: str
+) -> int:
+    """Count, then delete (synchronously) the rows of ``table`` matching ``where``."""
+    try:
+        count = int(
+            client.query(
+                f"SELECT count() FROM {database}.{table} WHERE {where}", parameters=parameters
+            ).result_rows[0][0]
+        )
+        if count:
+            client.command(
+                f"DELETE FROM {database}.{table} WHERE {where}",
+                parameters=parameters,
+                settings={"mutations_sync": 2},
+            )
+    except Exception as exc:
+        raise ErasureError(
+            f"{doing} {table} failed ({type(exc).__name__}): "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        ) from exc
+    return count
+
+
 def erase_member(client: _Client, database: str, pseudonym: str) -> dict[str, int]:
     """Delete the member's rows from every table of :data:`MEMBER_TABLES`.
 
@@ -70,33 +101,18 @@ def erase_member(client: _Client, database: str, pseudonym: str) -> dict[str, in
     pseudonym (32 hex digits) or when ClickHouse refuses a statement (the caller
     retries: what was deleted stays deleted).
     """
-    if not database.isidentifier():
-        raise ErasureError(f"not a database name: {database!r}")
-    if not isinstance(pseudonym, str) or not _PSEUDONYM.match(pseudonym):
-        raise ErasureError("erase_member takes a member pseudonym (32 hex digits), not an id")
-    parameters = {"p": pseudonym}
-    deleted: dict[str, int] = {}
-    for table, condition in MEMBER_TABLES.items():
-        where = condition.replace("{db}", database)
-        try:
-            count = int(
-                client.query(
-                    f"SELECT count() FROM {database}.{table} WHERE {where}", parameters=parameters
-                ).result_rows[0][0]
-            )
-            if count:
-                client.command(
-                    f"DELETE FROM {database}.{table} WHERE {where}",
-                    parameters=parameters,
-                    settings={"mutations_sync": 2},
-                )
-        except Exception as exc:
-            raise ErasureError(
-                f"erasing from {table} failed ({type(exc).__name__}): "
-                f"{str(exc).splitlines()[0][:200] if str(exc) else ''}"
-            ) from exc
-        deleted[table] = count
-    return deleted
+    _check("erase_member", database, pseudonym)
+    return {
+        table: _delete(
+            client,
+            database,
+            table,
+            condition.replace("{db}", database),
+            {"p": pseudonym},
+            "erasing from",
+        )
+        for table, condition in MEMBER_TABLES.items()
+    }
 
 
 def retract_scores(client: _Client, database: str, pseudonym: str, through_ms: int) -> int:
@@ -105,28 +121,7 @@ def retract_scores(client: _Client, database: str, pseudonym: str, through_ms: i
     is no longer scored, so no latest score may rank them (``score_history`` keeps what
     was scored with consent; an erasure removes that too). Rows scored later, after
     consent was given again, stay. Returns the rows deleted; idempotent."""
-    if not database.isidentifier():
-        raise ErasureError(f"not a database name: {database!r}")
-    if not isinstance(pseudonym, str) or not _PSEUDONYM.match(pseudonym):
-        raise ErasureError("retract_scores takes a member pseudonym (32 hex digits), not an id")
+    _check("retract_scores", database, pseudonym)
     where = "member_id = {p:String} AND scored_at <= fromUnixTimestamp64Milli({t:Int64})"
     parameters = {"p": pseudonym, "t": int(through_ms)}
-    try:
-        count = int(
-            client.query(
-                f"SELECT count() FROM {database}.member_scores WHERE {where}",
-                parameters=parameters,
-            ).result_rows[0][0]
-        )
-        if count:
-            client.command(
-                f"DELETE FROM {database}.member_scores WHERE {where}",
-                parameters=parameters,
-                settings={"mutations_sync": 2},
-            )
-    except Exception as exc:
-        raise ErasureError(
-            f"retracting member_scores failed ({type(exc).__name__}): "
-            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}"
-        ) from exc
-    return count
+    return _delete(client, database, "member_scores", where, parameters, "retracting")
