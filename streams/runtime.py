@@ -491,7 +491,7 @@ class Runtime:
             "offset_holes": p.holes if p else 0,
             "input_rewinds": p.rewinds if p else 0,
             "consent_withheld": sum(t.withheld for t in tasks.values()),
-            "erased_events": sum(t.erased_events for t in tasks.values()),
+            "erased_events": sum(t.erasures.erased_events for t in tasks.values()),
             "sink_backlog_rows": sink.backlog_rows if sink else 0,
             "sink_pending_acks": sink.pending_acks if sink else 0,
             "sink_flushes": sink.flushes if sink else 0,

@@ -45,6 +45,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic_core import to_json
+
 from schemas.envelope import EventBase
 from scoring.alerts import AlertEngine, AlertRecord
 from scoring.engine import ScoringEngine
@@ -194,15 +196,7 @@ class PartitionTask:
 
     def _load(self, members: dict[str, str], task_record: str) -> None:
         sealer = self.ctx.sealer
-        for sealed in members.values():
-            if not sealed:  # an erased member's tombstone
-                continue
-            state = MemberState.from_dict(json.loads(sealer.open(sealed)))
-            self.engine.load_member(state, self.number)
-            if state.opted_out:
-                self.opted_out.add(self.ctx.pseudonym(state.member_id))
-        self.restored_members = len(self.engine.states)
-        if task_record:
+        if task_record:  # first: the alert engine's watermark decides which days are open
             data = json.loads(sealer.open(task_record))
             self.engine.restore_models(base64.b64decode(data["models"]))
             self.alerts = AlertEngine.from_dict(
@@ -210,7 +204,18 @@ class PartitionTask:
             )
             self.community.load(data)
             self.erasures.load(data)
-        self._erase_pending()
+        for sealed in members.values():
+            if not sealed:  # an erased member's tombstone
+                continue
+            record = json.loads(sealer.open(sealed))
+            state = MemberState.from_dict(record)
+            self.engine.load_member(state, self.number)
+            if "alerts" in record:  # records from before carry none: the task record has it
+                self.alerts.load_member(state.member_id, record["alerts"])
+            if state.opted_out:
+                self.opted_out.add(self.ctx.pseudonym(state.member_id))
+        self.restored_members = len(self.engine.states)
+        self.erasures.start(self._erased)
 
     # --- intake ------------------------------------------------------------------------
     def deliver(self, item: Inbound) -> bool:
@@ -319,6 +324,7 @@ class PartitionTask:
                 continue
             if event_type == "erasure_requested":
                 checkpoint.erasures.append(self.ctx.pseudonym(event.member_id))
+                self.alerts.forget(event.member_id)
             elif event_type == "consent_changed":
                 member = self.ctx.pseudonym(event.member_id)
                 if self.engine.opted_out(event.member_id):
@@ -415,7 +421,7 @@ class PartitionTask:
             "scored_at": record.scored_at.isoformat(),
             "last_event_at": record.last_event_at.isoformat(),
         }
-        value = json.dumps(message, separators=(",", ":")).encode()
+        value = _json(message)
         produced = self.ctx.outputs.produce(
             self.ctx.scores_topic,
             record.member_id.encode(),
@@ -613,28 +619,26 @@ class PartitionTask:
         sealer = self.ctx.sealer
         pseudonym = self.ctx.pseudonym
         states = self.engine.states
+        alerts = self.alerts
         sealed: dict[str, str] = {}
-        for member_id in members:
+        # a member's record carries their share of the alert engine, so the task record
+        # stays the size of the communities, not of the membership
+        for member_id in members | alerts.drain_touched():
             if member_id == _ERASURES_DONE:
                 continue
             state = states.get(member_id)
-            # an erased member leaves a tombstone, so a restore does not bring them back
-            sealed[pseudonym(member_id)] = (
-                ""
-                if state is None
-                else sealer.seal(json.dumps(state.to_dict(), separators=(",", ":")).encode())
-            )
+            if state is None:  # erased: a tombstone, so a restore does not bring them back
+                sealed[pseudonym(member_id)] = ""
+                continue
+            record = {**state.to_dict(), "alerts": alerts.member_state(member_id)}
+            sealed[pseudonym(member_id)] = sealer.seal(_json(record))
         task_record = {
             "models": base64.b64encode(self.engine.models_checkpoint()).decode(),
-            "alerts": self.alerts.to_dict(),
+            "alerts": alerts.to_dict(members=False),
             **self.community.to_dict(),
             **self.erasures.to_dict(),
         }
-        record = sealer.seal(json.dumps(task_record, separators=(",", ":")).encode())
-        return Sealed(sealed, record)
-
-    def _erase_pending(self) -> None:
-        self.erasures.start(self._erased)
+        return Sealed(sealed, sealer.seal(_json(task_record)))
 
     def _erased(self) -> None:
         """Erasures finished: the task record changed, so the next checkpoint is due."""
@@ -664,11 +668,6 @@ class PartitionTask:
         return row
 
     @property
-    def erased_events(self) -> int:
-        """Events rows deleted by erasures."""
-        return self.erasures.erased_events
-
-    @property
     def held(self) -> int:
         return self.order.held
 
@@ -691,3 +690,9 @@ class PartitionTask:
             "rolled_back_rows": sum(self.rolled_back.values()),
             "skipped_outputs": self.skipped_outputs,
         }
+
+
+def _json(data: dict[str, Any]) -> bytes:
+    """Compact JSON by pydantic-core's encoder, faster than ``json.dumps`` (NaN and
+    infinities kept, as ``json.loads`` reads them)."""
+    return to_json(data, inf_nan_mode="constants")

@@ -11,7 +11,10 @@ Member rules run on :meth:`AlertEngine.on_score`; a score not newer than the
 member's last one is ignored. Community days (UTC) and ISO weeks (Monday, UTC)
 close when :meth:`AlertEngine.advance` passes their end; pending dwells also fire
 there. Checkpoint the whole engine with :meth:`AlertEngine.to_dict` /
-:meth:`AlertEngine.from_dict` (JSON-able; rules are not stored).
+:meth:`AlertEngine.from_dict` (JSON-able; rules are not stored), or incrementally:
+``to_dict(members=False)`` for the engine's own share and
+:meth:`AlertEngine.member_state` / :meth:`AlertEngine.load_member` for each member
+that :meth:`AlertEngine.drain_touched` reports changed.
 
 >>> from dataclasses import replace
 >>> from datetime import UTC, datetime, timedelta
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
@@ -135,10 +139,16 @@ class AlertEngine:
         self.closed: list[tuple[str, str, str, list[float]]] = []
         self._members: dict[str, _Member] = {}
         self._episodes: dict[str, dict[str, _Episode]] = {r.name: {} for r in rules.rules}
+        # per rule, the subjects whose episode the clock can change (pending or cooling
+        # down): advance looks at these, not at every fired episode
+        self._waiting: dict[str, set[str]] = {r.name: set() for r in rules.rules}
+        self._fired: dict[str, int] = {r.name: 0 for r in rules.rules}  # for active()
         self._watermark: datetime | None = None
         self._days: dict[str, dict[str, dict[str, float]]] = {}  # day -> community -> member
         self._weeks: dict[str, dict[str, list[int]]] = {}  # monday -> community -> [p, pas, d]
         self._history: dict[str, list[tuple[str, float]]] = {}  # community -> (day, index)
+        self._member_rules = {r.name for r in rules.rules if not r.name.startswith("community_")}
+        self._touched: set[str] = set()  # members whose share changed since drain_touched
         drops = [r for r in rules.rules if isinstance(r, EngagementDropRule)]
         self._peak_days = max((r.days for r in drops), default=0.0)
         cdrops = [r for r in rules.rules if isinstance(r, CommunityEngagementDropRule)]
@@ -152,6 +162,7 @@ class AlertEngine:
         member = self._members.get(record.member_id)
         if member is not None and at <= member.last_seen:
             return []
+        self._touched.add(record.member_id)
         previous = member.stage if member is not None else None
         if member is None:
             member = self._members[record.member_id] = _Member(at, record.lifecycle_stage, [])
@@ -237,12 +248,12 @@ class AlertEngine:
         for day in sorted(d for d in self._days if _day_end(d) <= watermark):
             for community, scores in sorted(self._days.pop(day).items()):
                 if self.forward_community:
-                    self.closed.append(
-                        ("day", day, community, [sum(scores.values()), float(len(scores))])
-                    )
+                    # fsum: the same total whatever order the members were restored in
+                    total = math.fsum(scores.values())
+                    self.closed.append(("day", day, community, [total, float(len(scores))]))
                 else:
                     out += self.close_day(
-                        community, day, sum(scores.values()) / len(scores), len(scores)
+                        community, day, math.fsum(scores.values()) / len(scores), len(scores)
                     )
         for monday in sorted(
             m for m in self._weeks if _day_end(m) + timedelta(days=6) <= watermark
@@ -254,13 +265,15 @@ class AlertEngine:
                     out += self.close_week(community, monday, counts)
         for rule in self.rules.rules:
             episodes = self._episodes[rule.name]
-            for subject in sorted(episodes):
+            for subject in sorted(self._waiting[rule.name]):
                 ep = episodes[subject]
                 if ep.start is not None and not ep.fired:
                     if watermark >= ep.start + timedelta(minutes=rule.dwell_minutes):
                         out.append(self._fire(rule, subject, ep))
                 elif ep.start is None and (ep.cooldown_until or watermark) <= watermark:
-                    del episodes[subject]
+                    self._set(rule.name, subject, None)
+                    if rule.name in self._member_rules:
+                        self._touched.add(subject)
         return sorted(out, key=lambda a: (a.raised_at, a.rule, a.subject_id))
 
     # -- community rules ----------------------------------------------------------------
@@ -344,24 +357,39 @@ class AlertEngine:
         if ep is not None and ep.start is not None:
             if leaving:
                 if not ep.fired:  # a pending episode that never fired ends silently
-                    del self._episodes[rule.name][subject]
+                    self._set(rule.name, subject, None)
                     return []
                 until = at + timedelta(hours=rule.cooldown_hours)
-                self._episodes[rule.name][subject] = _Episode(cooldown_until=until)
+                self._set(rule.name, subject, _Episode(cooldown_until=until))
                 return [self._record(rule, subject, ep.start, "resolved", at, value, context)]
             ep.value, ep.context = value, context
         elif entering and (ep is None or ep.cooldown_until is None or at >= ep.cooldown_until):
-            ep = self._episodes[rule.name][subject] = _Episode(
-                start=at, value=value, context=context
-            )
+            ep = _Episode(start=at, value=value, context=context)
+            self._set(rule.name, subject, ep)
         else:
             return []
         due = ep.start is not None and at >= ep.start + timedelta(minutes=rule.dwell_minutes)
         return [self._fire(rule, subject, ep)] if due and not ep.fired else []
 
+    def _set(self, rule: str, subject: str, ep: _Episode | None) -> None:
+        """Every change of an episode's phase goes through here (None: the episode ends)."""
+        old = self._episodes[rule].pop(subject, None)
+        self._fired[rule] -= old is not None and old.fired
+        if ep is not None:
+            self._episodes[rule][subject] = ep
+            self._fired[rule] += ep.fired
+        if ep is not None and not ep.fired:  # pending, or cooling down
+            self._waiting[rule].add(subject)
+        else:
+            self._waiting[rule].discard(subject)
+
     def _fire(self, rule: AnyRule, subject: str, ep: _Episode) -> AlertRecord:
         assert ep.start is not None
         ep.fired = True
+        self._waiting[rule.name].discard(subject)
+        self._fired[rule.name] += 1
+        if rule.name in self._member_rules:
+            self._touched.add(subject)
         raised = ep.start + timedelta(minutes=rule.dwell_minutes)
         return self._record(rule, subject, ep.start, "fired", raised, ep.value, ep.context)
 
@@ -398,37 +426,35 @@ class AlertEngine:
 
     def active(self) -> dict[tuple[str, str], int]:
         """Fired, unresolved episodes per (rule, severity); every rule listed, 0 included."""
-        return {
-            (r.name, r.severity): sum(ep.fired for ep in self._episodes[r.name].values())
-            for r in self.rules.rules
-        }
+        return {(r.name, r.severity): self._fired[r.name] for r in self.rules.rules}
 
-    def to_dict(self) -> dict[str, Any]:
-        """The whole engine's state (not its rules) as JSON-able data."""
-        return {
+    def to_dict(self, *, members: bool = True) -> dict[str, Any]:
+        """The engine's state (not its rules) as JSON-able data; with ``members=False``
+        only its own share (watermark, community episodes, weeks, history): each member's
+        share then comes from :meth:`member_state`."""
+        data: dict[str, Any] = {
             "format": _FORMAT,
             "watermark": self._watermark.isoformat() if self._watermark else None,
-            "members": {
-                m: [s.last_seen.isoformat(), s.stage, [[t.isoformat(), v] for t, v in s.peaks]]
-                for m, s in self._members.items()
-            },
             "episodes": {
                 name: {
-                    s: [
-                        ep.start.isoformat() if ep.start else None,
-                        ep.fired,
-                        ep.cooldown_until.isoformat() if ep.cooldown_until else None,
-                        ep.value,
-                        ep.context,
-                    ]
+                    s: _episode_list(ep)
                     for s, ep in eps.items()
+                    if members or name not in self._member_rules
                 }
                 for name, eps in self._episodes.items()
             },
-            "days": json.loads(json.dumps(self._days)),
-            "weeks": json.loads(json.dumps(self._weeks)),
+            "weeks": {m: {c: list(n) for c, n in w.items()} for m, w in self._weeks.items()},
             "history": {c: [[d, v] for d, v in h] for c, h in self._history.items()},
         }
+        if members:
+            data["members"] = {
+                m: [s.last_seen.isoformat(), s.stage, [[t.isoformat(), v] for t, v in s.peaks]]
+                for m, s in self._members.items()
+            }
+            data["days"] = {
+                d: {c: dict(scores) for c, scores in cs.items()} for d, cs in self._days.items()
+            }
+        return data
 
     @classmethod
     def from_dict(
@@ -441,18 +467,116 @@ class AlertEngine:
         engine._watermark = _dt(data["watermark"]) if data["watermark"] else None
         engine._members = {
             m: _Member(_dt(seen), stage, [(_dt(t), float(v)) for t, v in peaks])
-            for m, (seen, stage, peaks) in data["members"].items()
+            for m, (seen, stage, peaks) in data.get("members", {}).items()
         }
         for name, eps in data["episodes"].items():
             if name in engine._episodes:
-                engine._episodes[name] = {
-                    s: _Episode(_dt(st) if st else None, fired, _dt(cd) if cd else None, value, ctx)
-                    for s, (st, fired, cd, value, ctx) in eps.items()
-                }
-        engine._days = json.loads(json.dumps(data["days"]))
-        engine._weeks = json.loads(json.dumps(data["weeks"]))
+                for subject, ep in eps.items():
+                    engine._set(name, subject, _episode(ep))
+        engine._days = {
+            d: {c: {m: float(v) for m, v in scores.items()} for c, scores in cs.items()}
+            for d, cs in data.get("days", {}).items()
+        }
+        engine._weeks = {
+            m: {c: [int(n) for n in counts] for c, counts in w.items()}
+            for m, w in data["weeks"].items()
+        }
         engine._history = {c: [(d, float(v)) for d, v in h] for c, h in data["history"].items()}
+        if "members" in data:  # a whole engine: every member's share is due in its own record
+            engine._touched = set(engine._members).union(
+                *(engine._episodes[name] for name in engine._member_rules)
+            )
         return engine
+
+    # -- one member's share ---------------------------------------------------------------
+
+    def drain_touched(self) -> set[str]:
+        """Members whose share (:meth:`member_state`) changed since the last call."""
+        touched, self._touched = self._touched, set()
+        return touched
+
+    def member_state(self, member_id: str) -> dict[str, Any] | None:
+        """The member's share of the engine as JSON-able data (None: nothing held): last
+        score time, stage, engagement peaks, episodes of member rules, and the member's
+        scores in community days still open."""
+        member = self._members.get(member_id)
+        episodes = {
+            name: _episode_list(eps[member_id])
+            for name, eps in self._episodes.items()
+            if name in self._member_rules and member_id in eps
+        }
+        days = {
+            d: {c: scores[member_id] for c, scores in cs.items() if member_id in scores}
+            for d, cs in self._days.items()
+        }
+        data: dict[str, Any] = {}  # only what is held: most members have no episode
+        if member is not None:
+            data["member"] = [
+                member.last_seen.isoformat(),
+                member.stage,
+                [[t.isoformat(), v] for t, v in member.peaks],
+            ]
+        if episodes:
+            data["episodes"] = episodes
+        if days := {d: cs for d, cs in days.items() if cs}:
+            data["days"] = days
+        return data or None
+
+    def load_member(self, member_id: str, data: dict[str, Any] | None) -> None:
+        """Put back a :meth:`member_state` share (after :meth:`from_dict` of the engine's
+        own share: days the restored watermark has closed are dropped)."""
+        self.forget(member_id)
+        if not data:
+            return
+        if "member" in data:
+            seen, stage, peaks = data["member"]
+            self._members[member_id] = _Member(
+                _dt(seen), stage, [(_dt(t), float(v)) for t, v in peaks]
+            )
+        for name, ep in data.get("episodes", {}).items():
+            if name in self._episodes:
+                self._set(name, member_id, _episode(ep))
+        for day, communities in data.get("days", {}).items():
+            if self._open(_day_end(day)):
+                for community, score in communities.items():
+                    self._days.setdefault(day, {}).setdefault(community, {})[member_id] = float(
+                        score
+                    )
+        self._touched.discard(member_id)
+
+    def forget(self, member_id: str) -> None:
+        """Drop everything held for the member (an erasure)."""
+        self._members.pop(member_id, None)
+        for name in self._member_rules:
+            self._set(name, member_id, None)
+        for day, communities in list(self._days.items()):
+            for community, scores in list(communities.items()):
+                if scores.pop(member_id, None) is not None and not scores:
+                    del communities[community]  # a day closes over members it still has
+            if not communities:
+                del self._days[day]
+        self._touched.add(member_id)
+
+
+def _episode_list(ep: _Episode) -> list[Any]:
+    return [
+        ep.start.isoformat() if ep.start else None,
+        ep.fired,
+        ep.cooldown_until.isoformat() if ep.cooldown_until else None,
+        ep.value,
+        ep.context,
+    ]
+
+
+def _episode(data: list[Any]) -> _Episode:
+    start, fired, cooldown, value, context = data
+    return _Episode(
+        _dt(start) if start else None,
+        bool(fired),
+        _dt(cooldown) if cooldown else None,
+        float(value),
+        context,
+    )
 
 
 def _thresholds(rule: AnyRule) -> tuple[float, float]:

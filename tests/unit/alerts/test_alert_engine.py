@@ -107,6 +107,65 @@ def test_round_trip_mid_episode_gives_no_duplicate() -> None:
     assert resolved.rule == "churn_risk_premium" and resolved.episode_start == at(0)
 
 
+def split_round_trip(engine: AlertEngine, rules: object) -> AlertEngine:
+    """Restore from the engine's own share plus each touched member's share, as a task
+    does (members loaded in an order other than the live one)."""
+    whole = engine.to_dict()
+    held = set(whole["members"]).union(*whole["episodes"].values())
+    engine.drain_touched()
+    members = sorted(held, reverse=True)
+    own = json.loads(json.dumps(engine.to_dict(members=False)))
+    shares = {m: json.loads(json.dumps(engine.member_state(m))) for m in members}
+    restored = AlertEngine.from_dict(rules, own)  # type: ignore[arg-type]
+    for member, share in shares.items():
+        restored.load_member(member, share)
+    return restored
+
+
+def test_member_shares_and_the_engine_share_restore_the_whole_engine() -> None:
+    rules = default_rules()
+    engine = AlertEngine(rules)
+    engine.on_score(score(at(0), "a", churn_probability=0.8, engagement_score=80.0))
+    engine.on_score(score(at(1), "a", churn_probability=0.9, engagement_score=40.0))
+    engine.on_score(score(at(2), "b", engagement_score=70.0, community_id="c2"))
+    engine.on_score(score(at(3), "c", engagement_score=20.0))
+    engine.on_survey("c1", 2, at(2))
+    assert "members" not in engine.to_dict(members=False)
+    restored = split_round_trip(engine, rules)
+    assert restored.to_dict() == engine.to_dict()
+    assert restored.active() == engine.active()
+    later = [score(at(30), m, churn_probability=0.1, engagement_score=50.0) for m in "abc"]
+    assert [restored.on_score(r) for r in later] == [engine.on_score(r) for r in later]
+    assert restored.advance(at(days=9)) == engine.advance(at(days=9))
+
+
+def test_a_member_share_holds_only_days_still_open_and_forget_drops_it() -> None:
+    rules = ruleset(**COMMUNITY, min_baseline_days=1)
+    engine = AlertEngine(rules)
+    engine.on_score(score(at(0), "a", engagement_score=60.0))
+    share = engine.member_state("a")
+    engine.advance(at(days=1))  # day 0 closes: the share written before still names it
+    restored = AlertEngine.from_dict(rules, engine.to_dict(members=False))
+    restored.load_member("a", share)
+    assert restored.to_dict() == engine.to_dict()
+    engine.on_score(score(at(days=1), "a", engagement_score=60.0))
+    engine.on_score(score(at(1, 1), "b", engagement_score=30.0))
+    engine.forget("a")  # erased: no longer counted in the open day
+    assert engine.member_state("a") is None and "a" in engine.drain_touched()
+    assert engine.to_dict()["days"] == {"2024-05-07": {"c1": {"b": 30.0}}}
+    engine.forget("b")
+    assert engine.to_dict()["days"] == {}
+
+
+def test_a_whole_engine_checkpoint_reports_every_member_due_for_its_own_record() -> None:
+    rules = default_rules()
+    engine = AlertEngine(rules)
+    engine.on_score(score(at(0), "a", churn_probability=0.8))
+    engine.on_score(score(at(0), "b"))
+    restored = AlertEngine.from_dict(rules, json.loads(json.dumps(engine.to_dict())))
+    assert restored.drain_touched() == {"a", "b"}
+
+
 def test_alert_ids_are_deterministic() -> None:
     runs = []
     for _ in range(2):
@@ -221,3 +280,26 @@ def test_to_row_and_active_gauge() -> None:
 def test_naive_datetimes_are_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         churn_engine().advance(at(0).replace(tzinfo=None))
+
+
+def test_the_clock_and_the_active_counts_follow_every_episode_change() -> None:
+    """advance looks only at episodes it can change, active() keeps counts: both must
+    agree with the episodes themselves after any sequence of scores and restores."""
+    import random
+
+    rules = ruleset(**CHURN, dwell_minutes=30, cooldown_hours=2)
+    engine = AlertEngine(rules)
+    rng = random.Random(11)
+    for step in range(600):
+        member = f"m{rng.randrange(12)}"
+        engine.on_score(score(at(step / 6), member, churn_probability=rng.random()))
+        engine.advance(at(step / 6 + 0.01))
+        if step % 97 == 0:
+            engine = split_round_trip(engine, rules)
+        if step % 131 == 0:
+            engine.forget(f"m{rng.randrange(12)}")
+        episodes = engine.to_dict()["episodes"]["churn"]
+        fired = sum(1 for _, is_fired, *_ in episodes.values() if is_fired)
+        assert engine.active() == {("churn", "warning"): fired}
+        waiting = {m for m, (_, is_fired, *_) in episodes.items() if not is_fired}
+        assert engine._waiting["churn"] == waiting
