@@ -10,17 +10,22 @@ there (:class:`~scoring.alerts.community.CommunityAggregator`) and closes a peri
 once every source passed it.
 
 :class:`CommunityLink` is that part of one task. Shares are produced inside the
-task's open checkpoint (exactly once, like its scores); the recent ones are kept in
-the task record and sent again on restore, since an aggregator may have lost what it
-had not checkpointed (an embedded broker starts empty).
+task's open checkpoint (exactly once, like its scores), and kept in the task record
+until every aggregator has checkpointed them: after each of its commits an aggregator
+tells each source (on the source's own partition of the community topic) the watermark
+through which it holds that source's shares. A restored task sends what it kept again,
+since an aggregator may have lost what it had not checkpointed (an embedded broker
+starts empty); however far behind that aggregator's checkpoint is, nothing it lacks
+was dropped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from scoring.alerts import AlertRecord, RuleSet
@@ -31,9 +36,6 @@ from streams.outputs import OutputProducer
 __all__ = ["CommunityLink", "Message"]
 
 log = logging.getLogger(__name__)
-
-#: How long shares are kept to be sent again: what an aggregator may still be missing.
-KEEP_SHARES = timedelta(days=14)
 
 
 class Message(Protocol):
@@ -64,10 +66,17 @@ class CommunityLink:
         self.aggregator = CommunityAggregator(rules, partitions)
         self.recent_shares: list[dict[str, Any]] = []  # re-sent on restore
         self._reported: tuple[datetime | None, bool] | None = None
+        # aggregator -> the watermark through which its checkpoint holds our shares
+        self.held: dict[int, datetime | None] = {}
+        self._told: dict[int, datetime | None] = {}  # source -> what we last told it
 
     # --- the task record -----------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {"aggregator": self.aggregator.to_dict(), "shares": self.recent_shares}
+        return {
+            "aggregator": self.aggregator.to_dict(),
+            "shares": self.recent_shares,
+            "held": {str(p): _iso(at) for p, at in self.held.items()},
+        }
 
     def load(self, data: dict[str, Any]) -> None:
         """Take back what :meth:`to_dict` kept (records from before it lack the keys)."""
@@ -76,6 +85,7 @@ class CommunityLink:
                 self.rules, self.partitions, data["aggregator"]
             )
         self.recent_shares = list(data.get("shares", []))
+        self.held = {int(p): _dt(at) for p, at in data.get("held", {}).items()}
 
     def resend(self, watermark: datetime | None, quiet: bool, *, new_broker: bool) -> None:
         """After a restore: the recent shares and the watermark, again (marked restored:
@@ -106,11 +116,39 @@ class CommunityLink:
             }
             self.recent_shares.append(share)
             self._send(share, tags)
-        if self.recent_shares and watermark is not None:
-            oldest = watermark - KEEP_SHARES
-            self.recent_shares = [
-                s for s in self.recent_shares if period_end(s["kind"], s["period"]) > oldest
-            ]
+
+    def _trim(self) -> None:
+        """Drop the shares every aggregator's checkpoint holds already."""
+        lines = [self.held.get(p) for p in range(self.partitions)]
+        if not self.recent_shares or any(line is None for line in lines):
+            return
+        line = min(x for x in lines if x is not None)
+        self.recent_shares = [
+            s for s in self.recent_shares if period_end(s["kind"], s["period"]) > line
+        ]
+
+    def after_commit(
+        self, received: dict[int, datetime | None]
+    ) -> Callable[[asyncio.Future[None]], None]:
+        """A callback for the commit of the checkpoint in which this task's aggregator
+        held ``received`` (:meth:`CommunityAggregator.received`): once it succeeded, tell
+        each source what changed."""
+
+        def callback(commit: asyncio.Future[None]) -> None:
+            if not commit.cancelled() and commit.exception() is None:
+                self._tell(received)
+
+        return callback
+
+    def _tell(self, received: dict[int, datetime | None]) -> None:
+        for source in range(self.partitions):
+            at = received.get(source)
+            if source in self._told and self._told[source] == at:
+                continue
+            self._told[source] = at
+            message = {"kind": "held", "aggregator": self.number, "at": _iso(at)}
+            value = json.dumps(message, separators=(",", ":")).encode()
+            self.outputs.produce_plain(self.topic, None, value, [], partition=source)
 
     def _send(self, share: dict[str, Any], tags: Tags | None) -> None:
         """Produce a share in the checkpoint of ``tags``; None: committed already, sent
@@ -162,7 +200,10 @@ class CommunityLink:
         for item in items:
             try:
                 data = json.loads(item.value)
-                if data["kind"] == "watermark":
+                if data["kind"] == "held":  # for this task as a source
+                    self.held[int(data["aggregator"])] = _dt(data["at"])
+                    self._trim()
+                elif data["kind"] == "watermark":
                     at = datetime.fromisoformat(data["at"]) if data["at"] else None
                     aggregator.watermark(
                         int(data["source"]),
@@ -181,3 +222,11 @@ class CommunityLink:
             except (ValueError, KeyError, TypeError) as exc:  # not ours: skip, loudly
                 log.warning("task %d: unreadable community message (%s)", self.number, exc)
         return aggregator.close()
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
+
+
+def _dt(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None

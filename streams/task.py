@@ -577,6 +577,7 @@ class PartitionTask:
             self.number, self.gen, tags.seq, self.lineage, ctx.broker_id, dict(self.applied)
         )
         sealed = self._seal(checkpoint.members)
+        received = self.community.aggregator.received()
         self.open = Checkpoint(Tags(self.number, self.gen, tags.seq + 1))
         committed = await checkpoint.commit(
             sealed=sealed,
@@ -590,6 +591,7 @@ class PartitionTask:
         )
         if self.erasures.due:
             committed.add_done_callback(self.erasures.after(tags.seq, self._erased))
+        committed.add_done_callback(self.community.after_commit(received))
         self._last_commit = committed
         self._inflight.add(committed)
         committed.add_done_callback(self._inflight.discard)

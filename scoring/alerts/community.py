@@ -109,6 +109,11 @@ class CommunityAggregator:
         """
         self._watermarks.clear()
 
+    def received(self) -> dict[int, datetime | None]:
+        """Per source, the watermark through which this aggregator holds its shares: once
+        checkpointed, what the source no longer needs to keep for it."""
+        return {s: at for s, (at, _) in self._watermarks.items()}
+
     # -- closing --------------------------------------------------------------------
     def horizon(self) -> datetime | None:
         """End time up to which every source's shares are in (None: not known yet)."""
