@@ -282,14 +282,10 @@ class ScoringEngine:
         read of the member states: nothing is learned, no lifecycle moves, no label
         snapshot is taken, and the member states do not change.
         """
-        clock = self._clocks.get(partition)
-        if clock is None or clock.watermark is None:
+        day = self._daily_due(partition)
+        if day is None:
             return []
-        day = clock.watermark - clock.watermark % DAY
-        bank = self.models
-        if day <= bank.scored_day:
-            return []
-        bank.scored_day = day
+        self.models.scored_day = day
         out: list[ScoreRecord] = []
         states = self.states
         for member_id in sorted(states):
@@ -300,6 +296,18 @@ class ScoringEngine:
             out.append(self._read(state, day, "daily"))
         self.stats.daily_scores += len(out)
         return out
+
+    def _daily_due(self, partition: int) -> float | None:
+        """The midnight of a daily batch not taken yet (None: none is due)."""
+        clock = self._clocks.get(partition)
+        if clock is None or clock.watermark is None:
+            return None
+        day = clock.watermark - clock.watermark % DAY
+        return day if day > self.models.scored_day else None
+
+    def daily_due(self, partition: int) -> bool:
+        """Whether :meth:`daily_scores` would return a batch."""
+        return self._daily_due(partition) is not None
 
     def latest_score(self, member_id: str) -> ScoreRecord:
         """The member's score where ``member_scores`` has its latest row: at its last

@@ -472,6 +472,13 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--days", type=int, default=270)
     evaluate.add_argument("--timeout", type=float, default=3600)
     evaluate.add_argument(
+        "--keep-data",
+        metavar="DIR",
+        type=Path,
+        help="keep the pipeline's data (ClickHouse tables, worker log) in DIR, to query with "
+        "PULSE_DATA_DIR=DIR pulse query (default: a temporary directory, deleted)",
+    )
+    evaluate.add_argument(
         "--pipeline",
         action=argparse.BooleanOptionalAction,
         default=True,

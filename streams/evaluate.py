@@ -29,9 +29,11 @@ computed from the simulated events either way.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -91,9 +93,7 @@ def run_evaluation(args: argparse.Namespace) -> int:
     scoring = ScoringConfig(seed=config.seed, promote_challenger=settings.promote_challenger)
     served = None
     if args.pipeline:
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="pulse-evaluate-") as tmp:
+        with _data_dir(args) as tmp:
             run = settings.with_(data_dir=tmp, metrics_port=0)
             lines = (
                 json.dumps(e, separators=(",", ":")).encode()
@@ -150,6 +150,9 @@ def _served_by_pipeline(
             1.0,
             progress,
         )
+        # the last daily batch (every member scored as of the last midnight) and the
+        # erasures come once the tasks are caught up: read after them
+        wait_until(runtime.drained, 3600, "the last daily batch", 1.0)
         elapsed = time.monotonic() - started
         print(
             f"pipeline: {report.published:,} events in {elapsed:.0f}s "
@@ -260,9 +263,7 @@ def run_purchase_log_evaluation(args: argparse.Namespace) -> int:
     )
     served = None
     if args.pipeline:
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="pulse-evaluate-") as tmp:
+        with _data_dir(args) as tmp:
             # a historical log may predate the event-time floor for live traffic
             first = min(t.at for t in log.transactions)
             floor = min(settings.min_event_time_utc, first - timedelta(days=1))
@@ -340,3 +341,16 @@ def _print_purchase_log(report: dict[str, Any], elapsed: float) -> None:
         f"always-the-base-rate log loss {_cell(report['model']['log_loss_base_rate'])})"
     )
     print(f"evaluated in {elapsed:.0f}s")
+
+
+@contextlib.contextmanager
+def _data_dir(args: argparse.Namespace) -> Iterator[str]:
+    """Where the pipeline keeps its data: ``--keep-data`` (kept), else a temporary dir."""
+    keep = getattr(args, "keep_data", None)
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        print(f"pipeline data kept in {keep}", flush=True)
+        yield str(keep)
+        return
+    with tempfile.TemporaryDirectory(prefix="pulse-evaluate-") as tmp:
+        yield tmp

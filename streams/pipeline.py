@@ -32,6 +32,7 @@ from typing import Any
 from schemas.envelope import EventBase
 from schemas.errors import EventRejected
 from schemas.registry import DEFAULT_MIN_EVENT_TIME, StreamName, decode_event
+from scoring.errors import UnknownMember
 from sinks.rows import failed_row
 from streams.dead_letter import dead_letter_record
 from streams.task import Inbound, PartitionTask, TaskContext
@@ -336,14 +337,19 @@ class Pipeline:
     # --- what the HTTP endpoint reads (from its own thread) ----------------------------------
     def local_member(self, member_id: str) -> dict[str, Any] | None:
         """The member's scores from this worker's state (None: not a member of a task
-        here). Computed with the task's current models at the member's last score."""
+        here, or one who withdrew analytics consent). Computed with the task's current
+        models at the member's last score, as ``member_scores`` has it."""
         for task in list(self.tasks.values()):
             try:
-                row = task.member_scores(member_id)
+                row = task.engine.latest_score(member_id).to_row()
+            except UnknownMember:
+                continue
             except Exception:  # the task moved on under our feet: ClickHouse answers
                 return None
-            if row is not None:
-                return row
+            for name in ("scored_at", "last_event_at"):  # milliseconds, as ClickHouse has
+                moment = row[name]
+                row[name] = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+            return row
         return None
 
     def suppressed(self, pseudonym: str) -> bool:

@@ -452,15 +452,18 @@ class Runtime:
         return all(acked.get(tp, -1) >= offset for tp, offset in targets.items())
 
     def drained(self) -> bool:
-        """Once the inputs are stored: every task caught up and its watermark sent, and
-        every community message produced so far applied and committed -- so the
-        community alerts of the last periods are in too (``pulse replay`` waits for it)."""
+        """Once the inputs are stored: every task caught up, its watermark sent, its daily
+        batch of scores and its erasures committed, and every community message produced
+        so far applied and committed -- so the community alerts of the last periods are in
+        too (``pulse replay`` and ``pulse evaluate`` wait for it)."""
         p = self.pipeline
         if p is None:
             return True
         now = time.monotonic()
         for task in p.tasks.values():
             if task.held or not task.order.caught_up(now) or not task.reported:
+                return False
+            if not task.flushed:
                 return False
         topic = self.settings.topic(COMMUNITY_TOPIC)
         acked = self.acked_offsets()

@@ -50,7 +50,6 @@ from pydantic_core import to_json
 from schemas.envelope import EventBase
 from scoring.alerts import AlertEngine, AlertRecord
 from scoring.engine import ScoringEngine
-from scoring.errors import UnknownMember
 from scoring.records import LabelApplied, LifecycleTransition, ModelMetrics, ScoreRecord
 from scoring.state import MemberState
 from sinks.rows import (
@@ -657,21 +656,19 @@ class PartitionTask:
             for gauge in (m.model_roc_auc, m.model_log_loss):
                 gauge.remove(model, str(self.number))
 
-    def member_scores(self, member_id: str) -> dict[str, Any] | None:
-        """The member's latest scores, as ``member_scores`` has them (None: not a member
-        of this task, or one who withdrew analytics consent)."""
-        try:
-            row = self.engine.latest_score(member_id).to_row()
-        except UnknownMember:
-            return None
-        for name in ("scored_at", "last_event_at"):  # milliseconds, as ClickHouse keeps them
-            moment = row[name]
-            row[name] = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
-        return row
-
     @property
     def held(self) -> int:
         return self.order.held
+
+    @property
+    def flushed(self) -> bool:
+        """Nothing buffered, committing, due (the daily batch) or left to erase."""
+        return (
+            self.open.empty()
+            and not self._inflight
+            and not self.erasures.due
+            and not self.engine.daily_due(self.number)
+        )
 
     @property
     def unacknowledged(self) -> int:
