@@ -16,7 +16,7 @@ Kafka still holds the member's events for the topics' retention (see the
 README, "Erasure and consent").
 
 >>> list(MEMBER_TABLES)[-2:], MEMBER_TABLES["member_scores"]
-(['task_state', 'events'], 'member_id = {p:String}')
+(['task_state', 'events'], 'member_id IN {p:Array(String)}')
 """
 
 from __future__ import annotations
@@ -26,14 +26,15 @@ from typing import Any, Protocol
 
 from sinks.errors import ErasureError
 
-__all__ = ["erase_member", "retract_scores", "MEMBER_TABLES"]
+__all__ = ["erase_member", "erase_members", "retract_scores", "MEMBER_TABLES"]
 
-_P = "{p:String}"
-_MEMBER_ALERTS = f"subject_type = 'member' AND subject_id = {_P}"
+_P = "{p:Array(String)}"  # the pseudonyms of a batch: one statement per table for all
+_MEMBER_ALERTS = f"subject_type = 'member' AND subject_id IN {_P}"
 
 #: Every table with member data -> the condition selecting one member's rows, in the
 #: order they are deleted (webhook deliveries are found through the outbox and the
-#: alerts, so they go first). ``{db}`` is the database, ``{p:String}`` the pseudonym.
+#: alerts, so they go first). ``{db}`` is the database, ``{p:Array(String)}`` the
+#: pseudonyms.
 MEMBER_TABLES: dict[str, str] = {
     "webhook_deliveries": (
         f"alert_id IN (SELECT alert_id FROM {{db}}.webhook_outbox WHERE {_MEMBER_ALERTS}) "
@@ -41,12 +42,12 @@ MEMBER_TABLES: dict[str, str] = {
     ),
     "webhook_outbox": _MEMBER_ALERTS,
     "alerts": _MEMBER_ALERTS,
-    "member_scores": f"member_id = {_P}",
-    "score_history": f"member_id = {_P}",
-    "lifecycle_transitions": f"member_id = {_P}",
-    "failed_events": f"key_pseudonym = {_P}",
-    "task_state": f"key = {_P} AND state != ''",  # the tombstone stays
-    "events": f"member_id = {_P} AND event_type != 'erasure_requested'",
+    "member_scores": f"member_id IN {_P}",
+    "score_history": f"member_id IN {_P}",
+    "lifecycle_transitions": f"member_id IN {_P}",
+    "failed_events": f"key_pseudonym IN {_P}",
+    "task_state": f"key IN {_P} AND state != ''",  # the tombstone stays
+    "events": f"member_id IN {_P} AND event_type != 'erasure_requested'",
 }
 
 _PSEUDONYM = re.compile(r"^[0-9a-f]{32}$")
@@ -101,14 +102,26 @@ def erase_member(client: _Client, database: str, pseudonym: str) -> dict[str, in
     pseudonym (32 hex digits) or when ClickHouse refuses a statement (the caller
     retries: what was deleted stays deleted).
     """
-    _check("erase_member", database, pseudonym)
+    return erase_members(client, database, [pseudonym], name="erase_member")
+
+
+def erase_members(
+    client: _Client, database: str, pseudonyms: list[str], *, name: str = "erase_members"
+) -> dict[str, int]:
+    """:func:`erase_member` for a batch of members: one count and one ``DELETE`` per
+    table for all of them (each ``DELETE`` is a mutation of the whole table: a batch
+    costs about what one member does)."""
+    for pseudonym in pseudonyms:
+        _check(name, database, pseudonym)
+    if not pseudonyms:
+        return dict.fromkeys(MEMBER_TABLES, 0)
     return {
         table: _delete(
             client,
             database,
             table,
             condition.replace("{db}", database),
-            {"p": pseudonym},
+            {"p": list(pseudonyms)},
             "erasing from",
         )
         for table, condition in MEMBER_TABLES.items()

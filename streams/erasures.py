@@ -5,7 +5,7 @@ its pseudonym joins the task's list with the checkpoint applying it. The list is
 part of the task record, so a crash does not forget one; once that checkpoint has
 committed (its rows of the member are stored by then: an erasure started earlier
 would miss them), and on restore, :class:`Erasures` deletes the listed members' rows
-(:func:`sinks.erasure.erase_member`) in a thread, one batch at a time, and drops
+(:func:`sinks.erasure.erase_members`) in a thread, one batch at a time, and drops
 each pseudonym once done, so the next checkpoint forgets it.
 
 Withdrawn analytics consent goes the same way, narrower: the member's latest scores
@@ -20,11 +20,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sinks.erasure import erase_member, retract_scores
+from sinks.erasure import erase_members, retract_scores
 
 __all__ = ["Erasures"]
 
 log = logging.getLogger(__name__)
+
+#: Members erased by one batch of statements (the rest wait for the next).
+BATCH = 500
 
 
 class Erasures:
@@ -91,12 +94,12 @@ class Erasures:
             return
         if self._running is not None and not self._running.done():
             return
-        batch = list(self.pending)
+        batch = self.pending[:BATCH]
         retract = dict(self.retractions)
 
         def erase() -> None:
-            for pseudonym in batch:
-                deleted = erase_member(self.clickhouse, self.database, pseudonym)
+            if batch:
+                deleted = erase_members(self.clickhouse, self.database, batch)
                 self.erased_events += deleted.get("events", 0)
             for pseudonym, through_ms in retract.items():
                 if pseudonym not in batch:  # an erasure deleted every row already

@@ -14,7 +14,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from sinks.clickhouse import ClickHouseSink, connect
-from sinks.erasure import MEMBER_TABLES, erase_member
+from sinks.erasure import MEMBER_TABLES, erase_member, erase_members
 from sinks.errors import ErasureError
 from sinks.migrations import TABLES, apply_migrations
 from sinks.privacy import Pseudonymizer
@@ -228,3 +228,17 @@ def test_nothing_is_deleted_before_its_checkpoint_committed(store: tuple[Client,
     left = _rows_naming(store, withdrawn)
     assert "member_scores" not in left  # retracted
     assert left["score_history"] == before[withdrawn]["score_history"]  # kept
+
+
+def test_a_batch_of_erasures_is_one_statement_per_table(store: tuple[Client, str]) -> None:
+    first, second, kept = PSEUDONYM("m-first"), PSEUDONYM("m-second"), PSEUDONYM("m-kept")
+    _fill(store, (first, True), (second, True), (kept, False))
+    before_kept = _rows_naming(store, kept)
+    deleted = erase_members(*store, [first, second])
+    assert deleted["events"] == 6 and deleted["score_history"] == 4
+    for erased in (first, second):
+        assert set(_rows_naming(store, erased)) == {"events", "task_state"}
+    assert _rows_naming(store, kept) == before_kept
+    assert erase_members(*store, []) == dict.fromkeys(MEMBER_TABLES, 0)
+    with pytest.raises(ErasureError, match="pseudonym"):
+        erase_members(*store, [kept, "m-kept"])  # one bad value refuses the whole batch
