@@ -179,7 +179,7 @@ class CommunityLink:
         message: dict[str, Any] = {
             "kind": "watermark",
             "source": self.number,
-            "at": watermark.isoformat() if watermark is not None else None,
+            "at": _iso(watermark),
             "quiet": quiet,
         }
         if restored:
@@ -204,10 +204,9 @@ class CommunityLink:
                     self.held[int(data["aggregator"])] = _dt(data["at"])
                     self._trim()
                 elif data["kind"] == "watermark":
-                    at = datetime.fromisoformat(data["at"]) if data["at"] else None
                     aggregator.watermark(
                         int(data["source"]),
-                        at,
+                        _dt(data["at"]),
                         quiet=bool(data["quiet"]),
                         restored=bool(data.get("restored", False)),
                     )
