@@ -140,6 +140,7 @@ class ScoringEngine:
         self._half_lives = config.half_lives_seconds
         self._boundaries = config.timer_boundaries_days
         self._intent_floor = math.log1p(config.intent_content_views)
+        self._touched: set[str] = set()  # members whose state changed since drain_touched
 
     # -- the API ----------------------------------------------------------------------
 
@@ -156,6 +157,7 @@ class ScoringEngine:
             self.stats.duplicates += 1
             return []
         self.stats.events += 1
+        self._touched.add(member_id)
         at = to_ts(event.occurred_at)
         clock = self._clock(partition)
         if clock.watermark is not None and at < clock.watermark:
@@ -210,6 +212,13 @@ class ScoringEngine:
         self._clock(partition)
         if not state.opted_out:
             self._schedule(state, partition)
+
+    def drain_touched(self) -> set[str]:
+        """The members whose state changed (or went) since the last call: the records a
+        checkpoint must seal. Not only the scored ones: a timer that settles a label
+        changes a member without scoring them."""
+        touched, self._touched = self._touched, set()
+        return touched
 
     def opted_out(self, member_id: str) -> bool:
         """Whether the member withdrew analytics consent (their behaviour is not scored,
@@ -359,6 +368,7 @@ class ScoringEngine:
             member_id, due = item
             state = self.states.get(member_id)
             if state is not None and not state.opted_out:
+                self._touched.add(member_id)
                 out.extend(self._on_timer(state, due, partition))
         out.extend(self._hourly_report(clock.watermark))
         return out

@@ -384,7 +384,8 @@ class PartitionTask:
             elif isinstance(record, ModelMetrics):
                 model_rows.append(metrics_row(record, tags=tags))
                 self._model_gauges(record)
-            elif isinstance(record, LabelApplied):
+            elif isinstance(record, LabelApplied):  # a settled label changes the member
+                checkpoint.members.add(record.member_id)
                 m.labels_applied.labels(record.model, str(record.label)).inc()
         checkpoint.add_rows("member_scores", scores)
         checkpoint.add_rows("score_history", scores)
@@ -624,7 +625,7 @@ class PartitionTask:
         sealed: dict[str, str] = {}
         # a member's record carries their share of the alert engine, so the task record
         # stays the size of the communities, not of the membership
-        for member_id in members | alerts.drain_touched():
+        for member_id in members | self.engine.drain_touched() | alerts.drain_touched():
             if member_id == _ERASURES_DONE:
                 continue
             state = states.get(member_id)
