@@ -32,12 +32,14 @@ from typing import Any, Protocol
 
 from clickhouse_connect.driver.client import Client
 
+from schemas.errors import PulseError
 from streams.broker import read_to_end
 from streams.commits import CommitRecord
-from streams.state_table import Change, StateRecord, StateTable, task_key
+from streams.state_table import Change, StateRecord, StateTable, change, task_key
 
 __all__ = [
     "Restored",
+    "CheckpointIncomplete",
     "Checkpoints",
     "ClickHouseCheckpoints",
     "KafkaCheckpoints",
@@ -70,6 +72,10 @@ TAGGED_TABLES = (
 #: Headers every output message carries (see :mod:`streams.outputs`).
 ID_HEADER = "pulse.output.id"
 TASK_HEADER = "pulse.task"
+
+
+class CheckpointIncomplete(PulseError):
+    """A task's commit record names a checkpoint whose records the changelog lacks."""
 
 
 @dataclass
@@ -194,25 +200,62 @@ class KafkaCheckpoints:
         self._lineages: dict[int, Any] = {}
 
     async def load(self, task: int) -> Restored | None:
-        config = {k: v for k, v in self.producer_config.items() if k != "bootstrap.servers"}
-        commits = await asyncio.to_thread(
-            lambda: read_commits(self.bootstrap, self.commits_topic, config=config)
-        )
-        commit = commits.get(task)
+        """The task's newest commit and the records that go with it.
+
+        The local store is trusted only if it holds the commit's own task record
+        (written last with every checkpoint, after its member records, on the same
+        changelog partition). A store behind the changelog -- a worker that owned
+        the partition before, whose recovery stopped short -- would otherwise give
+        older member states with newer offsets. Then the changelog partition is
+        read from the broker, and a record still missing is an error (the restore
+        is retried), never an older state taken silently."""
+        commit = (await asyncio.to_thread(self._read_commits)).get(task)
         if commit is None:
             return None
+        restored = self._select(task, commit)
+        if restored is None:
+            log.warning(
+                "task %d: the member-state store is behind commit %d; reading the "
+                "changelog partition from the broker",
+                task,
+                commit.seq,
+            )
+            changes = await asyncio.to_thread(self._read_changelog, task)
+            self.table.apply(changes)
+            restored = self._select(task, commit)
+            if restored is None:
+                raise CheckpointIncomplete(
+                    f"task {task}: the changelog holds no task record of commit {commit.seq}"
+                )
+        return restored
+
+    def _config(self) -> dict[str, Any]:
+        return {k: v for k, v in self.producer_config.items() if k != "bootstrap.servers"}
+
+    def _read_commits(self) -> dict[int, CommitRecord]:
+        return read_commits(self.bootstrap, self.commits_topic, config=self._config())
+
+    def _read_changelog(self, task: int) -> list[Change]:
+        topic = self.table.changelog_name
+        messages = read_to_end(self.bootstrap, {(topic, task): 0}, config=self._config())
+        return [change(m.key() or b"", m.value(), topic, task, m.offset() or 0) for m in messages]
+
+    def _select(self, task: int, commit: CommitRecord) -> Restored | None:
+        """The records of ``commit`` in the local store (None: it lacks the task record)."""
         lineage = commit.lineage
-        task_record = ""
+        task_record: StateRecord | None = None
         members: dict[str, str] = {}
         for record in self.table.records(task):
             chosen = record.as_of(lineage)
             if chosen is None:
                 continue
             if record.key == task_key(task):
-                task_record = chosen.sealed
+                task_record = chosen
             elif not record.key.startswith("~"):
                 members[record.key] = chosen.sealed
-        return Restored(commit, task_record, members)
+        if task_record is None or (task_record.gen, task_record.seq) != (commit.gen, commit.seq):
+            return None
+        return Restored(commit, task_record.sealed, members)
 
     def rows(
         self,

@@ -38,7 +38,7 @@ from faust.types.stores import StoreT
 
 from streams.commits import Lineage
 
-__all__ = ["StateTable", "StateRecord", "TABLE_NAME", "task_key", "Change"]
+__all__ = ["StateTable", "StateRecord", "TABLE_NAME", "task_key", "Change", "change"]
 
 TABLE_NAME = "member-state"
 
@@ -109,6 +109,12 @@ class Change:
     message: _Message
 
 
+def change(key: bytes, value: bytes | None, topic: str, partition: int, offset: int) -> Change:
+    """A changelog message as :meth:`StateTable.apply` takes it (``value`` None deletes)."""
+    raw = cast(bytes, value)
+    return Change(key, raw, _Message(TP(topic, partition), partition, offset, key, raw))
+
+
 def _same(x: Any) -> Any:
     return x
 
@@ -130,6 +136,10 @@ class StateTable:
             help="Sealed member and task states, as checkpointed (see streams.state_table).",
         )
         self.written = 0  # records sent
+
+    @property
+    def changelog_name(self) -> str:
+        return str(self.table.changelog_topic.get_topic_name())
 
     def previous_of(self, key: str, lineage: Lineage) -> tuple[int, int, str] | None:
         """The committed record the store holds for ``key``, as a ``previous`` triple."""

@@ -140,7 +140,7 @@ SCORES = (
     "SELECT member_id, argMax(engagement_score, version) AS engagement, "
     "argMax(engagement_tier, version) AS tier, argMax(lifecycle_stage, version) AS stage, "
     "argMax(churn_probability, version) AS churn, "
-    "argMax(conversion_probability, version) AS conversion, max(version) AS version "
+    "argMax(conversion_probability, version) AS conversion, max(version) AS latest "
     "FROM member_scores GROUP BY member_id"
 )
 
@@ -151,7 +151,7 @@ def _latest(shards: list[Worker]) -> dict[str, dict[str, Any]]:
     for shard in shards:
         for row in shard.query(SCORES):
             seen = latest.get(row["member_id"])
-            if seen is None or int(row["version"]) > int(seen["version"]):
+            if seen is None or int(row["latest"]) > int(seen["latest"]):
                 latest[row["member_id"]] = row
     return latest
 
