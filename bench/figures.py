@@ -173,6 +173,8 @@ def run_pulse(
     cpu = sum(w.cpu() - c for w, c in zip(running, cpu_first, strict=True))
     start = first if first is not None else done
     seconds = done - start
+    if finished:  # not timed: the rows are counted once erasures are done on every shard
+        _wait_for_erasures(running, deadline=time.monotonic() + 120)
     counts = _counts(running)
     final = [s for s in (w.status() for w in running) if s is not None]
     stored = sum(
@@ -199,6 +201,23 @@ def run_pulse(
         counts=counts,
         all_stored=finished and counts["events"] == stored,
     )
+
+
+def _wait_for_erasures(running: list[Worker], deadline: float) -> None:
+    """Until no task has an erasure or withdrawal left and every worker carried out the
+    erasure feed past what all of them published (or ``deadline``)."""
+    while time.monotonic() < deadline:
+        statuses = [w.status() for w in running]
+        if all(statuses):
+            published = sum(s.get("erasures_published", 0) for s in statuses if s)
+            if all(
+                s.get("erasures_pending", 0) == 0 and s.get("erasure_feed_position", 0) >= published
+                for s in statuses
+                if s
+            ):
+                return
+        time.sleep(POLL)
+    _say("    erasures not done on every shard in time: the counts may include erased rows")
 
 
 def peer_rate(bench: Bench, kind: str, loaded: Loaded, timeout: float = 900) -> dict[str, Any]:

@@ -505,6 +505,24 @@ _CURRENT_SCORES = Migration(
     ),
 )
 
+_ERASURE_FEED = Migration(
+    10,
+    "erasure feed position",
+    (
+        # How far this ClickHouse carried out the erasure feed of a broker (its cluster
+        # id) and topic: a restart goes on from there (streams.erasure_feed).
+        f"""
+        CREATE TABLE IF NOT EXISTS {{db}}.erasure_feed (
+            broker String,
+            topic String,
+            position UInt64 COMMENT 'the next feed offset to carry out',
+            at {_TS} DEFAULT now64(3)
+        ) ENGINE = ReplacingMergeTree(position)
+        ORDER BY (broker, topic)
+        """,
+    ),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     _FOUNDATION,
     _SCORING,
@@ -515,6 +533,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _TASKS,
     _WEBHOOK_OUTBOX,
     _CURRENT_SCORES,
+    _ERASURE_FEED,
 )
 
 #: Tables Pulse writes, in the order a batch is flushed: the records derived from

@@ -300,6 +300,39 @@ def _replay_into_running(
 
 
 # --- pulse query ---------------------------------------------------------------
+def cmd_apply_erasures(args: argparse.Namespace) -> int:
+    """Carry out the erasure feed on this data dir's ClickHouse (a shard whose worker is
+    not running: a running worker follows the feed itself)."""
+    settings = _settings()
+    if settings.embedded_kafka:
+        print(
+            "pulse apply-erasures needs PULSE_KAFKA_BOOTSTRAP: the embedded broker keeps no "
+            "erasure feed across restarts (and one worker needs none)",
+            file=sys.stderr,
+        )
+        return 2
+    if read_instance(settings):
+        print(
+            f"a worker runs on {settings.data_path}: it follows the erasure feed itself",
+            file=sys.stderr,
+        )
+        return 2
+    from sinks.clickhouse import connect
+    from sinks.migrations import apply_migrations
+    from streams.runtime import open_feed
+
+    ca = settings.clickhouse_ca_file
+    client = connect(settings.clickhouse_url, None, settings.data_path, ca_file=ca)
+    apply_migrations(client, settings.clickhouse_database)
+    feed = open_feed(settings, settings.kafka_bootstrap, client)
+    done = feed.catch_up(timeout=args.timeout)
+    print(
+        f"carried out {done:,} erasures and consent withdrawals of other workers "
+        f"({feed.position:,} feed messages read)"
+    )
+    return 0
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     settings = _settings()
     fmt = QUERY_FORMATS[args.format]
@@ -440,6 +473,12 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("file")
     replay.add_argument("--timeout", type=float, default=1800, help="seconds to wait at most")
     replay.set_defaults(func=cmd_replay)
+
+    erasures = sub.add_parser(
+        "apply-erasures", help="carry out other workers' erasures on this data dir's ClickHouse"
+    )
+    erasures.add_argument("--timeout", type=float, default=60, help="seconds to read at most")
+    erasures.set_defaults(func=cmd_apply_erasures)
 
     query = sub.add_parser("query", help="a read-only SQL query on Pulse's ClickHouse")
     query.add_argument("sql")

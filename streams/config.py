@@ -260,6 +260,12 @@ class Settings:
         "member-state changelog) at most this often, and when input stops; events are "
         "acknowledged once a checkpoint covers them.",
     )
+    erasure_feed_seconds: float = _num(
+        "PULSE_ERASURE_FEED_SECONDS",
+        5.0,
+        "How often a worker carries out, on its own ClickHouse, the erasures and consent "
+        "withdrawals other workers published on the erasure feed (also at start and stop).",
+    )
     churn_window_days: float = _num(
         "PULSE_CHURN_WINDOW_DAYS", 30, "Event-time days of silence after which a member churned."
     )
@@ -411,6 +417,8 @@ class Settings:
             raise SettingsError("PULSE_INPUT_IDLE_SECONDS must be > 0, PULSE_MAX_HELD_EVENTS >= 1")
         if self.checkpoint_seconds < 0:
             raise SettingsError("PULSE_CHECKPOINT_SECONDS must be >= 0")
+        if self.erasure_feed_seconds <= 0:
+            raise SettingsError("PULSE_ERASURE_FEED_SECONDS must be > 0")
         if self.http_max_body_bytes < 1024 or self.http_max_events < 1:
             raise SettingsError(
                 "PULSE_HTTP_MAX_BODY_BYTES must be >= 1024 and PULSE_HTTP_MAX_EVENTS >= 1"
@@ -543,6 +551,11 @@ class Settings:
     def cors_origins(self) -> list[str]:
         """``PULSE_HTTP_CORS_ORIGINS`` as a list (empty: CORS off)."""
         return [o.strip() for o in self.http_cors_origins.split(",") if o.strip()]
+
+    @property
+    def erasure_feed_topic(self) -> str:
+        """The deployment's erasure feed (streams.erasure_feed): one per consumer group."""
+        return f"{self.app_id}-erasures"
 
     @property
     def commits_topic(self) -> str:

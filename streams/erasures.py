@@ -6,7 +6,8 @@ part of the task record, so a crash does not forget one; once that checkpoint ha
 committed (its rows of the member are stored by then: an erasure started earlier
 would miss them), and on restore, :class:`Erasures` deletes the listed members' rows
 (:func:`sinks.erasure.erase_members`) in a thread, one batch at a time, and drops
-each pseudonym once done, so the next checkpoint forgets it.
+each pseudonym once done, so the next checkpoint forgets it. What is done goes on
+the erasure feed (:mod:`streams.erasure_feed`) for the ClickHouses of other workers.
 
 Withdrawn analytics consent goes the same way, narrower: the member's latest scores
 leave ``member_scores`` (:func:`sinks.erasure.retract_scores`, rows scored up to the
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sinks.erasure import erase_members, retract_scores
+from streams.erasure_feed import ErasureFeed
 
 __all__ = ["Erasures"]
 
@@ -33,8 +35,11 @@ BATCH = 500
 class Erasures:
     """Pseudonyms to erase for task ``number``, and the deletion running for them."""
 
-    def __init__(self, number: int, clickhouse: Any, database: str) -> None:
+    def __init__(
+        self, number: int, clickhouse: Any, database: str, feed: ErasureFeed | None = None
+    ) -> None:
         self.number = number
+        self.feed = feed  # tells the other workers' ClickHouses (None: no other)
         self.clickhouse = clickhouse
         self.database = database
         self.pending: list[str] = []  # erasures whose checkpoint committed
@@ -104,6 +109,8 @@ class Erasures:
             for pseudonym, through_ms in retract.items():
                 if pseudonym not in batch:  # an erasure deleted every row already
                     retract_scores(self.clickhouse, self.database, pseudonym, through_ms)
+            if self.feed is not None:  # done here: now everywhere else
+                self.feed.publish(batch, {p: t for p, t in retract.items() if p not in batch})
 
         async def run() -> None:
             try:

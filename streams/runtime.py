@@ -48,6 +48,7 @@ from streams.checkpoint_store import (
     roll_back,
 )
 from streams.config import Settings, redact_url
+from streams.erasure_feed import ErasureFeed, FeedFollower
 from streams.kafka_config import librdkafka_config
 from streams.metrics import PulseMetrics
 from streams.outputs import OutputProducer
@@ -161,6 +162,7 @@ def build_pipeline(
     pseudonym_key: bytes,
     faust_app: PulseApp,
     metrics: PulseMetrics,
+    erasure_feed: ErasureFeed | None = None,
 ) -> Pipeline:
     """Build the pipeline and everything its partition tasks share, from the settings."""
     s = settings
@@ -219,6 +221,7 @@ def build_pipeline(
         idle_seconds=s.input_idle_seconds,
         max_held=s.max_held_events,
         highwater=faust_app.highwater,
+        erasure_feed=erasure_feed,
     )
     streams: dict[str, StreamName] = {s.topic(n): n for n in INPUT_STREAMS}  # type: ignore[misc]
     pipeline = Pipeline(
@@ -232,6 +235,29 @@ def build_pipeline(
         rewind=faust_app.rewinder.rewind,
     )
     return pipeline
+
+
+def open_feed(settings: Settings, bootstrap: str, clickhouse: Client) -> ErasureFeed:
+    """The deployment's erasure feed (its topic made if missing), carried out on
+    ``clickhouse`` (a client of its own: the sink's is busy in the worker's thread)."""
+    kafka = librdkafka_config(settings)
+    topic = settings.erasure_feed_topic
+    ensure_topics(  # kept without a time limit: a shard may be away for long
+        bootstrap,
+        [topic],
+        1,
+        replication_factor=settings.replication_factor,
+        config=kafka,
+        topic_config={"retention.ms": "-1"},
+    )
+    return ErasureFeed(
+        bootstrap,
+        topic,
+        clickhouse,
+        settings.clickhouse_database,
+        broker=cluster_id(bootstrap, kafka),
+        kafka_config=kafka,
+    )
 
 
 def tune_gc() -> None:
@@ -269,6 +295,8 @@ class Runtime:
         self.bootstrap = settings.kafka_bootstrap
         self.started_at = time.time()
         self.rolled_back_at_start = 0
+        self.feed: ErasureFeed | None = None
+        self.follower: FeedFollower | None = None
 
     # --- lifecycle -------------------------------------------------------------
     def start(self, timeout: float = 60.0, *, consume: bool = True) -> Runtime:
@@ -302,6 +330,10 @@ class Runtime:
         ca = s.clickhouse_ca_file
         self.clickhouse = connect(s.clickhouse_url, None, s.data_path, ca_file=ca)
         apply_migrations(self.clickhouse, s.clickhouse_database)
+        # this ClickHouse first carries out what other workers erased while it was away
+        feed_client = connect(s.clickhouse_url, None, s.data_path, ca_file=ca)
+        self.feed = open_feed(s, self.bootstrap, feed_client)
+        self.feed.catch_up()
         if s.state_store_kind == "kafka":
             self._roll_back_every_task(kafka)
         self.reader = connect(
@@ -318,6 +350,7 @@ class Runtime:
             pseudonym_key=self.pseudonym_key,
             faust_app=self.faust,
             metrics=self.metrics,
+            erasure_feed=self.feed,
         )
         self.faust.pipeline = self.pipeline
         self.metrics.build_info.info(
@@ -377,6 +410,9 @@ class Runtime:
     def consume(self, timeout: float = 60.0) -> None:
         """Start the Faust worker: join the consumer group and process input."""
         tune_gc()
+        if self.feed is not None and self.follower is None:
+            self.follower = FeedFollower(self.feed, self.settings.erasure_feed_seconds)
+            self.follower.start()
         self.thread = _WorkerThread(self.faust.app, self.settings.log_level)
         self.thread.start()
         if not self.thread.started.wait(timeout) or self.thread.error is not None:
@@ -399,6 +435,7 @@ class Runtime:
 
             self.thread.shutdown(drain, timeout=drain_timeout + 30)
             self.thread = None
+        self._stop_feed()
         if self.pipeline is not None:
             self.pipeline.ctx.outputs.close()
             close = getattr(self.pipeline.ctx.store, "close", None)
@@ -415,6 +452,20 @@ class Runtime:
             self.broker = None
         if self.announce:
             instance_file(self.settings).unlink(missing_ok=True)
+
+    def _stop_feed(self) -> None:
+        """Stop following the erasure feed, after a last round (what others erased until
+        now is carried out here too)."""
+        if self.follower is not None:
+            self.follower.stop()
+            self.follower = None
+        if self.feed is not None:
+            try:
+                self.feed.catch_up()
+            except Exception as exc:
+                log.warning("the last round of the erasure feed failed: %s", exc)
+            self.feed.close()
+            self.feed = None
 
     def __enter__(self) -> Runtime:
         return self.start()
@@ -495,6 +546,10 @@ class Runtime:
             "input_rewinds": p.rewinds if p else 0,
             "consent_withheld": sum(t.withheld for t in tasks.values()),
             "erased_events": sum(t.erasures.erased_events for t in tasks.values()),
+            "erasures_pending": sum(1 for t in tasks.values() if t.erasures.due),
+            "erasures_published": self.feed.published if self.feed else 0,
+            "erasure_feed_position": self.feed.position if self.feed else 0,
+            "erasure_feed_applied": self.feed.applied if self.feed else 0,
             "sink_backlog_rows": sink.backlog_rows if sink else 0,
             "sink_pending_acks": sink.pending_acks if sink else 0,
             "sink_flushes": sink.flushes if sink else 0,

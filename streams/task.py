@@ -123,7 +123,7 @@ class PartitionTask:
         self.rolled_back: dict[str, int] = {}
         self.skipped_outputs = 0
         # members whose erasure request is committed and whose rows are still to go
-        self.erasures = Erasures(number, ctx.clickhouse, ctx.database)
+        self.erasures = Erasures(number, ctx.clickhouse, ctx.database, ctx.erasure_feed)
         self.withheld = 0  # events of members without analytics consent: not stored
         self.opted_out: set[str] = set()  # pseudonyms of members without analytics consent
 

@@ -12,6 +12,7 @@ from sinks.clickhouse import ClickHouseSink, EventIdIndex
 from sinks.privacy import Pseudonymizer
 from sinks.sealing import Sealer
 from streams.checkpoint_store import Checkpoints
+from streams.erasure_feed import ErasureFeed
 from streams.metrics import PulseMetrics
 from streams.ordering import HighWater
 from streams.outputs import OutputProducer
@@ -63,6 +64,8 @@ class TaskContext:
     #: (by the broker's high watermarks), stops holding community periods back; one that
     #: cannot tell (an input never fetched) does after ten times as long
     quiet_seconds: float = 60.0
+    #: where a task's erasures go once done, for other workers' ClickHouses (None: nowhere)
+    erasure_feed: ErasureFeed | None = None
     #: what is failing and retried (e.g. a restore while ClickHouse is away) -> since when
     #: (wall-clock seconds): /healthz reports it
     failing: dict[str, float] = field(default_factory=dict)

@@ -18,6 +18,8 @@ from sinks.erasure import MEMBER_TABLES, erase_member, erase_members
 from sinks.errors import ErasureError
 from sinks.migrations import TABLES, apply_migrations
 from sinks.privacy import Pseudonymizer
+from streams.broker import EmbeddedBroker, ensure_topics
+from streams.erasure_feed import ErasureFeed
 from streams.erasures import Erasures
 
 pytestmark = pytest.mark.integration
@@ -242,3 +244,49 @@ def test_a_batch_of_erasures_is_one_statement_per_table(store: tuple[Client, str
     assert erase_members(*store, []) == dict.fromkeys(MEMBER_TABLES, 0)
     with pytest.raises(ErasureError, match="pseudonym"):
         erase_members(*store, [kept, "m-kept"])  # one bad value refuses the whole batch
+
+
+def test_what_one_shard_erased_the_feed_carries_out_on_the_others(
+    store: tuple[Client, str], broker: EmbeddedBroker
+) -> None:
+    """Shards (each worker a ClickHouse of its own) hold rows of a member from each
+    partition owner: a task's erasure and withdrawal, once done on its own shard, go on
+    the feed, and every other shard carries them out -- its own are not done twice."""
+    client, here = store
+    there = f"{here}_b"
+    apply_migrations(client, there)
+    erased, withdrawn, kept = PSEUDONYM("f-erased"), PSEUDONYM("f-withdrawn"), PSEUDONYM("f-kept")
+    _fill(store, (erased, False), (withdrawn, False), (kept, False))
+    _fill((client, there), (erased, False), (withdrawn, False), (kept, False))
+    before = _rows_naming((client, there), kept)
+    topic = f"feed{uuid.uuid4().hex[:8]}.erasures"
+    ensure_topics(broker.bootstrap, [topic], 1)
+    own = ErasureFeed(broker.bootstrap, topic, client, here)
+    other = ErasureFeed(broker.bootstrap, topic, client, there)
+    withdrawn_at = int((T0 + timedelta(hours=1)).replace(tzinfo=UTC).timestamp() * 1000)
+
+    async def erase_here() -> None:
+        erasures = Erasures(0, client, here, own)
+        erasures.stage(1, [erased], {withdrawn: withdrawn_at})
+        committed = asyncio.get_running_loop().create_future()
+        committed.set_result(None)
+        erasures.after(1, lambda: None)(committed)
+        await erasures.wait()
+
+    asyncio.run(erase_here())
+    own.close()
+    assert _rows_naming((client, there), erased) != {}  # the other shard: not yet
+    assert own.catch_up() == 0  # what this shard did itself
+    assert other.catch_up() == 2
+    assert _rows_naming((client, there), erased) == {}
+    left = _rows_naming((client, there), withdrawn)
+    assert "member_scores" not in left and "score_history" in left
+    assert _rows_naming((client, there), kept) == before
+    assert other.catch_up() == 0 and other.position == 2  # read on from where it stopped
+    # a restart goes on from where this ClickHouse stopped; a new shard reads it all
+    assert ErasureFeed(broker.bootstrap, topic, client, there).catch_up() == 0
+    fresh = f"{here}_c"
+    apply_migrations(client, fresh)
+    _fill((client, fresh), (erased, False))
+    assert ErasureFeed(broker.bootstrap, topic, client, fresh).catch_up() == 2
+    assert _rows_naming((client, fresh), erased) == {}

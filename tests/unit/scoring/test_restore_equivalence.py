@@ -13,7 +13,7 @@ only settles a label, say) restores stale, and learns that label twice.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
