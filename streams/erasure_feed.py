@@ -68,17 +68,31 @@ class ErasureFeed:
         self.applied = 0  # deletions carried out here that other workers published
         self.published = 0  # messages this process put on the feed
         self._producer: Producer | None = None
-        self._lock = threading.Lock()  # one publish or catch-up at a time
+        self._lock = threading.Lock()  # one catch-up at a time (the follower, a stop)
+        self._publishing = threading.Lock()  # one publish at a time
+        self._unsent: list[tuple[str, dict[str, Any]]] = []
 
     # --- publishing (from the erasure thread of a task) -------------------------------
     def publish(self, erased: Iterable[str], retracted: dict[str, int]) -> None:
-        """Tell the other workers what this one deleted; returns once the broker has it."""
+        """Tell the other workers what this one deleted. Never raises: what the broker
+        does not take now is sent again by the follower's next round (the task's own
+        deletion is done, and must not wait for the feed)."""
         messages: list[tuple[str, dict[str, Any]]] = [(p, {"erase": True}) for p in erased]
         messages += [(p, {"retract_through_ms": int(t)}) for p, t in retracted.items()]
-        if not messages:
-            return
-        with self._lock:  # tasks erase in threads of their own
-            self._publish(messages)
+        with self._publishing:  # tasks erase in threads of their own
+            self._unsent.extend(messages)
+            if not self._unsent:
+                return
+            try:
+                self._publish(self._unsent)
+            except Exception as exc:
+                log.warning("the erasure feed did not take %d: %s", len(self._unsent), exc)
+                return
+            self._unsent = []
+
+    def retry(self) -> None:
+        """Send what an earlier :meth:`publish` could not."""
+        self.publish([], {})
 
     def _publish(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
         if self._producer is None:
@@ -113,6 +127,7 @@ class ErasureFeed:
         self.published += len(messages)
 
     def close(self) -> None:
+        self.retry()
         if self._producer is not None:
             self._producer.flush(10)
             self._producer = None
@@ -179,6 +194,7 @@ class FeedFollower(threading.Thread):
     def run(self) -> None:
         while not self.stopping.wait(self.interval):
             try:
+                self.feed.retry()
                 self.feed.catch_up()
             except Exception as exc:  # the broker or ClickHouse away: the next round
                 log.warning("following the erasure feed failed, will retry: %s", exc)
