@@ -28,7 +28,8 @@ from prometheus_client import Gauge
 
 from streams.config import Settings
 from streams.consumer import PulseTransport, Rewinder
-from streams.kafka_config import faust_credentials
+from streams.end_offsets import EndOffsets
+from streams.kafka_config import faust_credentials, librdkafka_config
 from streams.pipeline import Inbound, Pipeline
 from streams.state_table import StateTable
 
@@ -132,6 +133,8 @@ class PulseApp:
         if settings.state_store_kind == "kafka":
             self.state = StateTable(self.app, settings.partitions, MAX_RECORD_BYTES)
         self._highwaters: dict[tuple[str, int], int] = {}
+        # end offsets asked of the broker, so a caught-up input is confirmed as such
+        self.ends = EndOffsets(bootstrap, config=librdkafka_config(settings))
         self._take_max = take_max
         self._recovered = True
         self.rebalances = 0
@@ -193,6 +196,7 @@ class PulseApp:
         fresh = partitions - set(self._pipeline().tasks)
         for key in [k for k in self._highwaters if k[1] in fresh]:
             del self._highwaters[key]
+        self.ends.watch((topic, p) for topic in self.input_topics for p in partitions)
         await self._pipeline().assign(partitions, lambda: self._recovered)
 
     async def _on_recovered(self, app: Any, **_: Any) -> None:
@@ -202,6 +206,10 @@ class PulseApp:
         """Whether Faust's consumer runs (started, not stopping, not crashed)."""
         consumer = self.app.consumer
         return bool(consumer.state == "running" and not consumer.should_stop)
+
+    def end_offset(self, topic: str, partition: int) -> tuple[int, float] | None:
+        """The input's end offset as the broker last told it, and when it was asked."""
+        return self.ends.latest(topic, partition)
 
     def highwater(self, topic: str, partition: int) -> int | None:
         """The high watermark of an input from the consumer's latest fetch (None: unknown).

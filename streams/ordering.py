@@ -12,7 +12,13 @@ the events happened in, across every input topic-partition the worker reads:
   still arrive from an input that is behind;
 * an input that has caught up -- its last delivered offset is the last one the
   broker reported in its latest fetch (the high watermark) -- is **idle** and
-  stops holding the horizon back: whatever it delivers next is produced later.
+  stops holding the horizon back: whatever it delivers next is produced later --
+  once the broker confirms it. A fetch's high watermark is as old as the fetch,
+  and a producer's batches for two partitions reach the broker in either order,
+  so with ``ends`` (:class:`streams.end_offsets.EndOffsets`) an event newer than
+  a caught-up input's newest is released, and the clock passes it, only if it was
+  delivered before the broker was last asked that input's end offset and had
+  nothing more.
   An input that is behind never is, however long the consumer stalls. Without a
   high watermark (an input that delivered nothing yet, a broker that reports
   none) an input is idle after ``idle_seconds`` without a delivery. The inputs
@@ -84,6 +90,8 @@ class _Input:
 
 #: (topic, partition) -> the broker's high watermark from the latest fetch (None: unknown)
 HighWater = Callable[[str, int], int | None]
+#: (topic, partition) -> (end offset, monotonic time it was asked of the broker) or None
+EndOffset = Callable[[str, int], tuple[int, float] | None]
 
 
 class EventTimeOrder(Generic[ItemT, EventT]):
@@ -96,6 +104,7 @@ class EventTimeOrder(Generic[ItemT, EventT]):
         max_held: int = 200_000,
         highwater: HighWater | None = None,
         partitions: Iterable[int] = (),
+        ends: EndOffset | None = None,
     ) -> None:
         if idle_seconds <= 0:
             raise ValueError("idle_seconds must be > 0")
@@ -106,8 +115,12 @@ class EventTimeOrder(Generic[ItemT, EventT]):
         self.max_held = max_held
         self.forced = 0
         self.highwater = highwater
+        self.ends = ends
+        self.gated = 0  # releases that waited for an end offset asked after a delivery
+        self._gate: float | None = None  # the horizon stops short of this (see release)
         self._inputs: dict[tuple[str, int], _Input] = {}
-        self._held: list[tuple[float, str, int, int, ItemT, EventT]] = []
+        # (event time, topic, partition, offset, delivered at, item, event)
+        self._held: list[tuple[float, str, int, int, float, ItemT, EventT]] = []
         self._partitions: set[int] = set()
         self._first_delivery: float | None = None  # wall time the first message came in
         for partition in partitions:  # known up front: each holds the horizon from the start
@@ -146,7 +159,8 @@ class EventTimeOrder(Generic[ItemT, EventT]):
             at = event.occurred_at.timestamp()
             state = self._input(item.topic, item.partition, now)
             state.newest = at if state.newest is None else max(state.newest, at)
-            heapq.heappush(self._held, (at, item.topic, item.partition, item.offset, item, event))
+            entry = (at, item.topic, item.partition, item.offset, now, item, event)
+            heapq.heappush(self._held, entry)
 
     def _register(self, partition: int, now: float | None) -> None:
         """Every input topic of ``partition`` (one that never delivers idles out in time)."""
@@ -169,11 +183,18 @@ class EventTimeOrder(Generic[ItemT, EventT]):
         newest = [s.newest for s in self._inputs.values() if s.newest is not None]
         return max(newest) if newest else None
 
-    def _idle(self, key: tuple[str, int], state: _Input, now: float) -> bool:
+    def _caught_up(self, key: tuple[str, int], state: _Input) -> bool | None:
+        """Whether the input delivered up to its last fetch's high watermark (None: unknown)."""
         if self.highwater is not None and state.offset is not None:
             high = self.highwater(*key)
             if high is not None:
                 return state.offset + 1 >= high
+        return None
+
+    def _idle(self, key: tuple[str, int], state: _Input, now: float) -> bool:
+        caught_up = self._caught_up(key, state)
+        if caught_up is not None:
+            return caught_up
         if state.expected:  # nothing delivered yet, and no fetch says it is caught up
             return False
         # without a high watermark: idle after idle_seconds without a delivery; an input
@@ -208,19 +229,44 @@ class EventTimeOrder(Generic[ItemT, EventT]):
     def horizon_time(self, now: float) -> datetime | None:
         """:meth:`horizon` as an aware datetime."""
         h = self.horizon(now)
+        if h is not None and self._gate is not None:
+            h = min(h, self._gate)
         return None if h is None else from_ts(h)
 
     def release(self, now: float) -> list[tuple[ItemT, EventT]]:
         """The held events at or before the horizon, oldest first."""
         heap = self._held
         h = self.horizon(now)
+        gates = self._gates() if self.ends is not None else []
+        self._gate = None
         released = []
         while heap and h is not None and heap[0][0] <= h:
+            at, delivered = heap[0][0], heap[0][4]
+            if any(at > newest and asked < delivered for newest, asked in gates):
+                self._gate = at - 1e-6  # the clock too stops short of it
+                self.gated += 1
+                break
             released.append(heapq.heappop(heap))
         while len(heap) > self.max_held:
             released.append(heapq.heappop(heap))
             self.forced += 1
-        return [(entry[4], entry[5]) for entry in released]
+        return [(entry[5], entry[6]) for entry in released]
+
+    def _gates(self) -> list[tuple[float, float]]:
+        """(newest event time, when its end offset was asked) of each input caught up by
+        its last fetch: an event newer than that input's newest passes it only if it was
+        delivered before the broker last said the input holds no more (-inf: not said)."""
+        assert self.ends is not None
+        gates = []
+        for key, state in self._inputs.items():
+            if not self._caught_up(key, state):
+                continue
+            asked = float("-inf")
+            end = self.ends(*key)
+            if end is not None and state.offset is not None and state.offset + 1 >= end[0]:
+                asked = end[1]
+            gates.append((float("-inf") if state.newest is None else state.newest, asked))
+        return gates
 
 
 @dataclass(frozen=True)

@@ -221,6 +221,7 @@ def build_pipeline(
         idle_seconds=s.input_idle_seconds,
         max_held=s.max_held_events,
         highwater=faust_app.highwater,
+        ends=faust_app.end_offset,
         erasure_feed=erasure_feed,
     )
     streams: dict[str, StreamName] = {s.topic(n): n for n in INPUT_STREAMS}  # type: ignore[misc]
@@ -413,6 +414,8 @@ class Runtime:
         if self.feed is not None and self.follower is None:
             self.follower = FeedFollower(self.feed, self.settings.erasure_feed_seconds)
             self.follower.start()
+        if not self.faust.ends.is_alive():
+            self.faust.ends.start()
         self.thread = _WorkerThread(self.faust.app, self.settings.log_level)
         self.thread.start()
         if not self.thread.started.wait(timeout) or self.thread.error is not None:
@@ -436,6 +439,9 @@ class Runtime:
             self.thread.shutdown(drain, timeout=drain_timeout + 30)
             self.thread = None
         self._stop_feed()
+        faust_app = getattr(self, "faust", None)  # None: start failed before the worker
+        if faust_app is not None:
+            faust_app.ends.stop()
         if self.pipeline is not None:
             self.pipeline.ctx.outputs.close()
             close = getattr(self.pipeline.ctx.store, "close", None)
@@ -556,6 +562,7 @@ class Runtime:
             "sink_error": str(sink.last_error) if sink and sink.last_error else None,
             "events_held": p.unacknowledged if p else 0,
             "events_released_early": sum(t.order.forced for t in tasks.values()),
+            "horizon_waits": sum(t.order.gated for t in tasks.values()),
             "members": p.members if p else 0,
             "partitions": sorted(tasks),
             "rebalances": self.faust.rebalances if self.thread else 0,

@@ -101,6 +101,7 @@ class PartitionTask:
             idle_seconds=ctx.idle_seconds,
             max_held=ctx.max_held,
             highwater=ctx.highwater,
+            ends=ctx.ends,
             partitions=[number],
         )
         self.lateness = timedelta(seconds=ctx.config.allowed_lateness_seconds)

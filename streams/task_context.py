@@ -14,7 +14,7 @@ from sinks.sealing import Sealer
 from streams.checkpoint_store import Checkpoints
 from streams.erasure_feed import ErasureFeed
 from streams.metrics import PulseMetrics
-from streams.ordering import HighWater
+from streams.ordering import EndOffset, HighWater
 from streams.outputs import OutputProducer
 
 __all__ = ["Inbound", "TaskContext"]
@@ -64,6 +64,8 @@ class TaskContext:
     #: (by the broker's high watermarks), stops holding community periods back; one that
     #: cannot tell (an input never fetched) does after ten times as long
     quiet_seconds: float = 60.0
+    #: end offsets asked of the broker (streams.end_offsets): confirm a caught-up input
+    ends: EndOffset | None = None
     #: where a task's erasures go once done, for other workers' ClickHouses (None: nowhere)
     erasure_feed: ErasureFeed | None = None
     #: what is failing and retried (e.g. a restore while ClickHouse is away) -> since when

@@ -210,3 +210,44 @@ def test_pending_says_whether_the_broker_holds_more_than_was_delivered() -> None
     order.starts_at("p", 0, 10)  # restored at a commit the broker is past
     highs[("p", 0)] = 12
     assert order.pending()
+
+
+def test_a_caught_up_input_is_passed_only_once_the_broker_confirms_it() -> None:
+    """The scale-out run that found it: a restored task's interactions were caught up
+    with the high watermark of their last fetch while a new part was being published;
+    purchases fetched first brought events days ahead, the horizon passed the
+    interactions, and the clock fired silence timers of members whose interactions
+    came a moment later. Past a caught-up input's newest, an event goes (and the clock
+    with it) only once the broker was asked that input's end after the event came."""
+    highs = {("i", 0): 1, ("p", 0): 1}
+    ends: dict[tuple[str, int], tuple[int, float]] = {("i", 0): (1, 0.5)}
+    order: EventTimeOrder[Item, Event] = EventTimeOrder(
+        ["i", "p"],
+        idle_seconds=60.0,
+        highwater=lambda t, p: highs[(t, p)],
+        ends=lambda t, p: ends.get((t, p)),
+    )
+    order.add([ev("i", 0, 5.0)], now=0.0)
+    order.add([ev("p", 0, 70.0)], now=1.0)  # i caught up: the horizon alone would be 70 h
+    assert hours(order.release(now=1.2)) == [5]  # i's end was asked before 70 h came
+    assert order.horizon_time(now=1.2) < T0 + timedelta(hours=70)  # nor does the clock
+    highs[("i", 0)] = 2
+    order.add([ev("i", 1, 12.0)], now=1.3)  # there was more: produced before, older
+    assert hours(order.release(now=1.3)) == [12]
+    ends[("i", 0)] = (2, 1.4)  # asked after 70 h came: i holds nothing more
+    assert hours(order.release(now=1.5)) == [70]
+    assert order.horizon_time(now=1.5) == T0 + timedelta(hours=70)
+    assert order.held == 0 and order.gated == 2
+
+
+def test_an_end_offset_beyond_the_deliveries_keeps_the_horizon_back() -> None:
+    highs = {("i", 0): 1, ("p", 0): 1}
+    order: EventTimeOrder[Item, Event] = EventTimeOrder(
+        ["i", "p"],
+        idle_seconds=60.0,
+        highwater=lambda t, p: highs[(t, p)],
+        ends=lambda t, p: (3, 9.0) if t == "i" else (1, 9.0),  # the broker: i has more
+    )
+    order.add([ev("i", 0, 5.0)], now=0.0)
+    order.add([ev("p", 0, 70.0)], now=1.0)
+    assert hours(order.release(now=2.0)) == [5] and order.held == 1
