@@ -17,14 +17,12 @@ churn and conversion AUC against the simulator's truth within 0.01 of it. Once t
 workers stop, each shard carries out the erasure feed (``pulse apply-erasures``): a
 stopped worker has not heard what the others erased since.
 
-Re-scores, transitions and alerts in between are not compared one for one with the
-one-worker run: that worker reads a backlog published whole, the group reads parts
-as they are published, and an input caught up with the high watermark of its last
-fetch lets the horizon pass events that the producer's batch for it had not
-delivered yet. In a live stream that reorders milliseconds of event time; here each
-part holds 15 days of events published in a fraction of a second, and it can reorder
-days (from 0 to 100 of 2,728 re-scores differed in the runs that found it; the final
-states never did).
+Re-scores, transitions and alerts in between are not asserted one for one against
+the one-worker run (the issue asks for no identity twice and the same final states),
+only counted: that worker reads a backlog published whole, the group reads parts while
+they are published. Conversion AUC is taken on each member's last conversion score
+before the 30 days it is labelled on (at the end a buyer holds a policy, and a member
+with a policy has no conversion score).
 """
 
 from __future__ import annotations
@@ -49,20 +47,7 @@ from streams.broker import EmbeddedBroker, ensure_topics, free_port
 from streams.replay import Publisher
 from streams.simulator import SimulationConfig, ground_truth, simulate
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.timeout(900),
-    # Known failure on some runs (issue 8 stays open): see "Re-scores, transitions ..."
-    # above. Each part is published in a fraction of a second while it is read, so one
-    # input caught up with a stale high watermark can let a task's clock run days of
-    # event time ahead: one run fired 86 silence re-scores early on a restored task and
-    # its churn AUC was 0.912 against 0.893; the run before matched the one worker in
-    # every output. Not strict: it depends on where fetches land.
-    pytest.mark.xfail(
-        reason="a burst published while it is read can be applied out of event-time order",
-        strict=False,
-    ),
-]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 PARTITIONS = 4
 KEY = "scale-out-test-key-0123456789abcdef"
@@ -164,6 +149,23 @@ def _latest(shards: list[Worker]) -> dict[str, dict[str, Any]]:
             seen = latest.get(row["member_id"])
             if seen is None or int(row["latest"]) > int(seen["latest"]):
                 latest[row["member_id"]] = row
+    return latest
+
+
+def _scored_before(shards: list[Worker], cutoff: datetime) -> dict[str, dict[str, Any]]:
+    """Each member's last conversion score before ``cutoff`` over the union of the shards
+    (a score row is in one shard only)."""
+    sql = (
+        "SELECT member_id, argMax(conversion_probability, scored_at) AS conversion, "
+        "toString(max(scored_at)) AS at FROM score_history "
+        f"WHERE scored_at < '{cutoff:%Y-%m-%d %H:%M:%S}' AND conversion_probability IS NOT NULL "
+        "GROUP BY member_id"
+    )
+    latest: dict[str, dict[str, Any]] = {}
+    for row in _union(shards, sql):
+        seen = latest.get(row["member_id"])
+        if seen is None or row["at"] > seen["at"]:
+            latest[row["member_id"]] = row
     return latest
 
 
@@ -308,7 +310,14 @@ def test_partitions_move_between_workers_and_nothing_is_lost_or_doubled(
     }
     pseudonym = Pseudonymizer(KEY.encode())
     names = {str(t["member_id"]): pseudonym(str(t["member_id"])) for t in truth}
+    # conversion as predicted before the window it is labelled on: at the end a member who
+    # bought holds a policy, and a member with a policy has no conversion score
+    sources = {
+        "churn": (reference, scaled),
+        "conversion": (_scored_before([one], recent), _scored_before(shards, recent)),
+    }
     for labels, key in ((churned, "churn"), (converted, "conversion")):
-        a, b = _auc(reference, names, labels, key), _auc(scaled, names, labels, key)
+        one_worker, group = sources[key]
+        a, b = _auc(one_worker, names, labels, key), _auc(group, names, labels, key)
         print(f"{key} AUC: one worker {a:.4f}, scaled group {b:.4f}")
         assert abs(a - b) <= 0.01
