@@ -32,14 +32,12 @@ from typing import Any, Protocol
 
 from clickhouse_connect.driver.client import Client
 
-from schemas.errors import PulseError
 from streams.broker import read_to_end
 from streams.commits import CommitRecord
 from streams.state_table import Change, StateRecord, StateTable, change, task_key
 
 __all__ = [
     "Restored",
-    "CheckpointIncomplete",
     "Checkpoints",
     "ClickHouseCheckpoints",
     "KafkaCheckpoints",
@@ -72,10 +70,6 @@ TAGGED_TABLES = (
 #: Headers every output message carries (see :mod:`streams.outputs`).
 ID_HEADER = "pulse.output.id"
 TASK_HEADER = "pulse.task"
-
-
-class CheckpointIncomplete(PulseError):
-    """A task's commit record names a checkpoint whose records the changelog lacks."""
 
 
 @dataclass
@@ -207,8 +201,8 @@ class KafkaCheckpoints:
         changelog partition). A store behind the changelog -- a worker that owned
         the partition before, whose recovery stopped short -- would otherwise give
         older member states with newer offsets. Then the changelog partition is
-        read from the broker, and a record still missing is an error (the restore
-        is retried), never an older state taken silently."""
+        read from the broker; a record still missing there is logged as an error,
+        and the newest committed records are taken."""
         commit = (await asyncio.to_thread(self._read_commits)).get(task)
         if commit is None:
             return None
@@ -223,10 +217,14 @@ class KafkaCheckpoints:
             changes = await asyncio.to_thread(self._read_changelog, task)
             self.table.apply(changes)
             restored = self._select(task, commit)
-            if restored is None:
-                raise CheckpointIncomplete(
-                    f"task {task}: the changelog holds no task record of commit {commit.seq}"
+            if restored is None:  # as before this check: the newest committed records
+                log.error(
+                    "task %d: the changelog holds no task record of commit %d; restoring "
+                    "the newest committed records it holds",
+                    task,
+                    commit.seq,
                 )
+                restored = self._select(task, commit, exact=False)
         return restored
 
     def _config(self) -> dict[str, Any]:
@@ -240,8 +238,9 @@ class KafkaCheckpoints:
         messages = read_to_end(self.bootstrap, {(topic, task): 0}, config=self._config())
         return [change(m.key() or b"", m.value(), topic, task, m.offset() or 0) for m in messages]
 
-    def _select(self, task: int, commit: CommitRecord) -> Restored | None:
-        """The records of ``commit`` in the local store (None: it lacks the task record)."""
+    def _select(self, task: int, commit: CommitRecord, *, exact: bool = True) -> Restored | None:
+        """The records of ``commit`` in the local store (None: it lacks the task record;
+        ``exact=False``: whatever committed task record it holds)."""
         lineage = commit.lineage
         task_record: StateRecord | None = None
         members: dict[str, str] = {}
@@ -253,9 +252,11 @@ class KafkaCheckpoints:
                 task_record = chosen
             elif not record.key.startswith("~"):
                 members[record.key] = chosen.sealed
-        if task_record is None or (task_record.gen, task_record.seq) != (commit.gen, commit.seq):
+        if exact and (
+            task_record is None or (task_record.gen, task_record.seq) != (commit.gen, commit.seq)
+        ):
             return None
-        return Restored(commit, task_record.sealed, members)
+        return Restored(commit, "" if task_record is None else task_record.sealed, members)
 
     def rows(
         self,

@@ -128,7 +128,11 @@ def _settled(workers: list[Worker], total: int, bootstrap: str, group: str, pref
         return False
     statuses = [w.status() for w in workers]
     return all(
-        s and s.get("events_held") == 0 and s.get("sink_pending_acks") == 0 for s in statuses
+        s
+        and s.get("events_held") == 0
+        and s.get("sink_pending_acks") == 0
+        and s.get("erasures_pending") == 0  # a stop leaves the rest to the next owner
+        for s in statuses
     )
 
 
