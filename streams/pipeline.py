@@ -84,17 +84,22 @@ class Pipeline:
         self.skipped = 0  # redeliveries of messages a checkpoint covered already
         self.rewinds = 0  # partitions rewound to an offset the consumer skipped
         self.holes = 0  # offsets never delivered, even after rewinds (see _in_order)
+        self.closing = False  # the final checkpoint is taken: nothing is applied any more
 
     # --- what the agent calls ------------------------------------------------------------
     async def handle(self, batch: Sequence[Inbound]) -> None:
         """Process one batch; each message is acknowledged once its checkpoint commits."""
         async with self.lock:
+            if self.closing:  # a stop is under way: the next owner reads these again
+                return
             await self._handle(batch)
         await self.sink.wait_capacity()
 
     async def tick(self) -> None:
         """Move horizons when input stops, and checkpoint what is due (a 1 s timer)."""
         async with self.lock:
+            if self.closing:
+                return
             wall = time.monotonic()
             if self.ready() and self.assigned:
                 # every assigned task exists, inputs or not: each one tells the community
@@ -111,9 +116,13 @@ class Pipeline:
         """Before a stop: apply what the horizons allow, and commit it.
 
         Events still held (an input behind them) stay unacknowledged and are
-        redelivered next start.
+        redelivered next start. This is the last checkpoint: batches and ticks that
+        come while the worker stops apply nothing, so no checkpoint starts that the
+        stop could cut short (its rows stored, its commit never made: rows that only
+        a restart on this data dir would roll back).
         """
         async with self.lock:
+            self.closing = True
             wall = time.monotonic()
             for task in self.tasks.values():
                 task.release(wall)
