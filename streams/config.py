@@ -244,9 +244,10 @@ class Settings:
     input_idle_seconds: float = _num(
         "PULSE_INPUT_IDLE_SECONDS",
         5.0,
-        "An input topic-partition that has not delivered yet, or has no high watermark, and "
-        "delivered nothing for this long stops holding the event-time horizon back (one "
-        "caught up with its high watermark stops at once).",
+        "An input topic-partition the broker reports no high watermark or end offset for "
+        "stops holding the event-time horizon back after delivering nothing for this long "
+        "(one caught up with its high watermark stops at once; one that delivered nothing "
+        "while its partition holds messages, after 12 times this).",
     )
     max_held_events: int = _num(  # type: ignore[assignment]
         "PULSE_MAX_HELD_EVENTS",

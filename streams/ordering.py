@@ -19,9 +19,13 @@ the events happened in, across every input topic-partition the worker reads:
   a caught-up input's newest is released, and the clock passes it, only if it was
   delivered before the broker was last asked that input's end offset and had
   nothing more.
-  An input that is behind never is, however long the consumer stalls. Without a
-  high watermark (an input that delivered nothing yet, a broker that reports
-  none) an input is idle after ``idle_seconds`` without a delivery. The inputs
+  An input that is behind never is, however long the consumer stalls. Before
+  its first fetch reports a high watermark, the end offset the broker was last
+  asked stands in for it. An input that delivered nothing is caught up only if
+  its partition is empty; one whose partition holds messages is behind (its
+  first delivery can take a while behind a backlog of the other input) for up
+  to ``STALLED`` x ``idle_seconds``. Knowing neither, an input is idle after
+  ``idle_seconds`` without a delivery. The inputs
   are known up front (``partitions``: every input topic-partition the worker
   reads), so one that has not delivered yet holds the horizon back too, until
   it delivers or -- ``idle_seconds`` after the first delivery of any input --
@@ -88,6 +92,10 @@ class _Input:
     expected: bool = False  # offset is where it will start (see starts_at), not a delivery
 
 
+#: An input that delivered nothing although the broker holds messages for it is idle
+#: only after this many ``idle_seconds`` (see ``EventTimeOrder._idle``).
+STALLED = 12
+
 #: (topic, partition) -> the broker's high watermark from the latest fetch (None: unknown)
 HighWater = Callable[[str, int], int | None]
 #: (topic, partition) -> (end offset, monotonic time it was asked of the broker) or None
@@ -117,6 +125,8 @@ class EventTimeOrder(Generic[ItemT, EventT]):
         self.highwater = highwater
         self.ends = ends
         self.gated = 0  # releases that waited for an end offset asked after a delivery
+        self.behind = 0  # events delivered after the horizon had passed them (out of order)
+        self._released_to: float | None = None  # event time of the newest event released
         self._gate: float | None = None  # the horizon stops short of this (see release)
         self._inputs: dict[tuple[str, int], _Input] = {}
         # (event time, topic, partition, offset, delivered at, item, event)
@@ -157,6 +167,8 @@ class EventTimeOrder(Generic[ItemT, EventT]):
         self.seen((item for item, _ in items), now)
         for item, event in items:
             at = event.occurred_at.timestamp()
+            if self._released_to is not None and at < self._released_to:
+                self.behind += 1
             state = self._input(item.topic, item.partition, now)
             state.newest = at if state.newest is None else max(state.newest, at)
             entry = (at, item.topic, item.partition, item.offset, now, item, event)
@@ -184,22 +196,32 @@ class EventTimeOrder(Generic[ItemT, EventT]):
         return max(newest) if newest else None
 
     def _caught_up(self, key: tuple[str, int], state: _Input) -> bool | None:
-        """Whether the input delivered up to its last fetch's high watermark (None: unknown)."""
-        if self.highwater is not None and state.offset is not None:
-            high = self.highwater(*key)
-            if high is not None:
-                return state.offset + 1 >= high
-        return None
+        """Whether the input delivered up to its last fetch's high watermark, or -- before
+        any fetch reported one -- the end offset the broker was last asked (None: neither
+        is known). An input that delivered nothing is caught up only with an empty
+        partition."""
+        high = self.highwater(*key) if self.highwater is not None else None
+        if high is None and self.ends is not None:
+            end = self.ends(*key)
+            high = None if end is None else end[0]
+        if high is None:
+            return None
+        return (-1 if state.offset is None else state.offset) + 1 >= high
 
     def _idle(self, key: tuple[str, int], state: _Input, now: float) -> bool:
         caught_up = self._caught_up(key, state)
-        if caught_up is not None:
+        if caught_up is not None and (caught_up or state.offset is not None):
             return caught_up
         if state.expected:  # nothing delivered yet, and no fetch says it is caught up
             return False
-        # without a high watermark: idle after idle_seconds without a delivery; an input
-        # that never delivered counts from the first delivery of any input (fetching began)
+        # an input that never delivered counts from the first delivery of any input
         since = state.last_delivery if state.last_delivery is not None else self._first_delivery
+        if caught_up is False:
+            # nothing delivered, and the broker holds messages: behind (its first fetch
+            # can take a while behind a backlog of the other input), unless nothing
+            # comes for STALLED x idle_seconds (the group's offset is at the end already)
+            return since is not None and now - since >= STALLED * self.idle_seconds
+        # neither a high watermark nor an end offset: idle after idle_seconds without one
         return since is not None and now - since >= self.idle_seconds
 
     def caught_up(self, now: float) -> bool:
@@ -250,6 +272,9 @@ class EventTimeOrder(Generic[ItemT, EventT]):
         while len(heap) > self.max_held:
             released.append(heapq.heappop(heap))
             self.forced += 1
+        if released:
+            newest = max(entry[0] for entry in released)
+            self._released_to = max(newest, self._released_to or newest)
         return [(entry[5], entry[6]) for entry in released]
 
     def _gates(self) -> list[tuple[float, float]]:
@@ -263,7 +288,8 @@ class EventTimeOrder(Generic[ItemT, EventT]):
                 continue
             asked = float("-inf")
             end = self.ends(*key)
-            if end is not None and state.offset is not None and state.offset + 1 >= end[0]:
+            delivered = -1 if state.offset is None else state.offset
+            if end is not None and delivered + 1 >= end[0]:
                 asked = end[1]
             gates.append((float("-inf") if state.newest is None else state.newest, asked))
         return gates

@@ -563,6 +563,7 @@ class Runtime:
             "events_held": p.unacknowledged if p else 0,
             "events_released_early": sum(t.order.forced for t in tasks.values()),
             "horizon_waits": sum(t.order.gated for t in tasks.values()),
+            "events_out_of_order": sum(t.order.behind for t in tasks.values()),
             "members": p.members if p else 0,
             "partitions": sorted(tasks),
             "rebalances": self.faust.rebalances if self.thread else 0,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from streams.ordering import EventTimeOrder
+from streams.ordering import STALLED, EventTimeOrder
 
 pytestmark = pytest.mark.unit
 
@@ -251,3 +251,53 @@ def test_an_end_offset_beyond_the_deliveries_keeps_the_horizon_back() -> None:
     order.add([ev("i", 0, 5.0)], now=0.0)
     order.add([ev("p", 0, 70.0)], now=1.0)
     assert hours(order.release(now=2.0)) == [5] and order.held == 1
+
+
+def test_an_input_that_delivered_nothing_of_a_backlog_holds_the_horizon() -> None:
+    """Issue 8, found on the one-worker reference of the scale-out test under load: the
+    whole stream was on the broker, the purchases of a partition had not been delivered
+    5 s after its first interactions (a fetch full of interactions), the purchases fell
+    idle by the wall clock and a consent withdrawal a month later was applied before
+    that member's quote: the quote was withheld. An input the broker says holds messages
+    is behind until it delivers, however long that takes (up to ``STALLED`` idle periods:
+    a group whose offset is at the end already never delivers)."""
+    highs = {("i", 0): 500, ("p", 0): 30}
+    order: EventTimeOrder[Item, Event] = EventTimeOrder(
+        ["i", "p"], idle_seconds=5.0, highwater=lambda t, p: highs[(t, p)], partitions=[0]
+    )
+    order.add([ev("i", n, 24.0 * n) for n in range(40)], now=0.0)
+    assert order.release(now=30.0) == []  # the purchases' 30 messages are still to come
+    order.add([ev("p", 0, 1.0)], now=31.0)
+    assert hours(order.release(now=31.0)) == [0, 1]
+    assert order.behind == 0
+    stalled = STALLED * 5.0
+    order2: EventTimeOrder[Item, Event] = EventTimeOrder(
+        ["i", "p"], idle_seconds=5.0, highwater=lambda t, p: highs[(t, p)], partitions=[0]
+    )
+    order2.add([ev("i", 0, 1.0)], now=0.0)
+    assert order2.release(now=stalled - 1) == []
+    assert hours(order2.release(now=stalled)) == [1]
+
+
+def test_an_input_of_an_empty_partition_is_caught_up_at_once() -> None:
+    ends = {("i", 0): (3, 0.5), ("p", 0): (0, -1.0)}
+    order: EventTimeOrder[Item, Event] = EventTimeOrder(
+        ["i", "p"], idle_seconds=60.0, ends=lambda t, p: ends[(t, p)], partitions=[0]
+    )
+    order.add([ev("i", n, float(n)) for n in range(3)], now=0.0)
+    # no fetch reported a high watermark yet: the end offsets stand in for it; "p" is
+    # empty, but passed only once its end was asked after the events came
+    assert order.release(now=0.1) == []
+    ends[("p", 0)] = (0, 0.2)
+    assert hours(order.release(now=0.3)) == [0, 1, 2]
+
+
+def test_an_event_that_comes_after_the_horizon_passed_it_is_counted() -> None:
+    order: EventTimeOrder[Item, Event] = EventTimeOrder(["i", "p"], idle_seconds=5.0)
+    order.add([ev("i", 0, 10.0)], now=0.0)
+    order.add([ev("p", 0, 11.0)], now=0.0)
+    assert hours(order.release(now=0.0)) == [10]
+    order.add([ev("i", 1, 12.0)], now=0.1)
+    assert hours(order.release(now=0.1)) == [11]
+    order.add([ev("p", 1, 10.5)], now=0.2)  # older than 11 h, released already
+    assert order.behind == 1
