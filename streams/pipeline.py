@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -193,12 +194,19 @@ class Pipeline:
                 continue
             task.seen(delivered, wall)
             valid: list[tuple[Inbound, EventBase]] = []
+            received: Counter[str] = Counter()
+            kinds: Counter[tuple[str, str]] = Counter()
             for item in delivered:
-                m.events_received.labels(item.topic).inc()
+                received[item.topic] += 1
                 event = self._decode(item, now, task)
                 if event is not None:
-                    m.events_valid.labels(item.topic, event.event_type).inc()  # type: ignore[attr-defined]
+                    kinds[(item.topic, event.event_type)] += 1  # type: ignore[attr-defined]
                     valid.append((item, event))
+            # counted once per label set and batch: a labels() lookup per event cost 2 %
+            for topic, n in received.items():
+                m.events_received.labels(topic).inc(n)
+            for (topic, kind), n in kinds.items():
+                m.events_valid.labels(topic, kind).inc(n)
             fresh = await self._drop_duplicates(valid, task)
             task.hold(fresh, wall)
             task.release(wall)

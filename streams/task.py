@@ -367,6 +367,7 @@ class PartitionTask:
         transitions: list[dict[str, Any]] = []
         model_rows: list[dict[str, Any]] = []
         alerts: list[AlertRecord] = []
+        triggers: Counter[str] = Counter()
         for cause, record in records:
             if isinstance(record, ScoreRecord):
                 # a re-score fired while applying an event is not that event's score
@@ -377,7 +378,7 @@ class PartitionTask:
                 self._count(record)
                 self._publish_score(record, row, tags)
                 checkpoint.members.add(record.member_id)
-                m.scores_emitted.labels(record.trigger).inc()
+                triggers[record.trigger] += 1
             elif isinstance(record, LifecycleTransition):
                 transitions.append(transition_row(record, pseudonym=pseudonym, tags=tags))
                 checkpoint.members.add(record.member_id)
@@ -388,6 +389,8 @@ class PartitionTask:
             elif isinstance(record, LabelApplied):  # a settled label changes the member
                 checkpoint.members.add(record.member_id)
                 m.labels_applied.labels(record.model, str(record.label)).inc()
+        for trigger, n in triggers.items():
+            m.scores_emitted.labels(trigger).inc(n)
         checkpoint.add_rows("member_scores", scores)
         checkpoint.add_rows("score_history", scores)
         checkpoint.add_rows("lifecycle_transitions", transitions)
@@ -607,9 +610,11 @@ class PartitionTask:
             tracker = self.trackers.get(message.topic)
             if tracker is None:
                 continue
-            for done in tracker.done(message.offset):
-                done.ack()
-                m.acked_messages.labels(done.topic).inc()
+            done = tracker.done(message.offset)
+            for item in done:
+                item.ack()
+            if done:
+                m.acked_messages.labels(message.topic).inc(len(done))
         if messages:
             m.last_ack.set(time.time())
 

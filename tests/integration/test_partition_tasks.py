@@ -408,3 +408,32 @@ async def _nothing_after_the_final_checkpoint(pipeline: tuple[Pipeline, Feed]) -
     assert len(feed.acked) == 2  # the next owner reads them from the committed offset
     assert p.tasks[1].seq == seq and p.tasks[1].open.empty()
     assert _rows(p, "SELECT count() FROM {db}.events")[0][0] == 2
+
+
+def test_counters_count_every_message_once(settings: Settings) -> None:
+    _run(settings, _counters_count_every_message)
+
+
+async def _counters_count_every_message(pipeline: tuple[Pipeline, Feed]) -> None:
+    """The per-topic counters are added up per batch (not per message): the samples
+    must still say what each message became."""
+    p, feed = pipeline
+    docs = [_doc("post_created", f"m-{i}", i) for i in range(3)]
+    batch = [feed.message("interactions", 0, i, d) for i, d in enumerate(docs)]
+    batch.append(feed.message("interactions", 0, 3, {"event_type": "nonsense", "member_id": "m-0"}))
+    batch.append(feed.message("purchases", 0, 0, _doc("quote_requested", "m-9", 60)))
+    batch.append(feed.message("purchases", 0, 1, _doc("quote_requested", "m-9", 61)))
+    await p.handle(batch)
+    await _settle(p)
+    interactions, purchases = feed.settings.topic("interactions"), feed.settings.topic("purchases")
+    sample = p.metrics.registry.get_sample_value
+    assert sample("pulse_events_received_total", {"topic": interactions}) == 4
+    assert sample("pulse_events_received_total", {"topic": purchases}) == 2
+    valid = {"topic": interactions, "event_type": "post_created"}
+    assert sample("pulse_events_valid_total", valid) == 3
+    assert sample("pulse_events_valid_total", {**valid, "topic": purchases}) is None
+    quotes = {"topic": purchases, "event_type": "quote_requested"}
+    assert sample("pulse_events_valid_total", quotes) == 2
+    assert sample("pulse_scores_emitted_total", {"trigger": "event"}) == 3  # quotes held
+    assert sample("pulse_acked_messages_total", {"topic": interactions}) == 4
+    assert feed.acks("interactions") == [0, 1, 2, 3] and feed.acks("purchases") == []
