@@ -177,15 +177,21 @@ class AlertEngine:
         if record.community_id and self._open(_day_end(at.date().isoformat())):
             day = self._days.setdefault(at.date().isoformat(), {})
             day.setdefault(record.community_id, {})[record.member_id] = score
-        drivers = [[name, float(value)] for name, value in record.top_drivers]
-        base = {"annual_premium": float(record.annual_premium), "top_drivers": drivers}
+
+        def base() -> dict[str, Any]:  # the context every member rule's alert carries
+            drivers = [[name, float(value)] for name, value in record.top_drivers]
+            return {"annual_premium": float(record.annual_premium), "top_drivers": drivers}
+
         out: list[AlertRecord] = []
+        subject = record.member_id
         for rule in self.rules.rules:
             if isinstance(rule, ChurnRiskRule):
                 p = float(record.churn_probability)
                 eligible = record.annual_premium >= rule.min_annual_premium
+                if not (eligible and p >= rule.enter) and self._no_episode(rule, subject):
+                    continue  # nothing to start or to end: no context to build
                 ctx = {
-                    **base,
+                    **base(),
                     "churn_risk": record.churn_risk,
                     "model_version": record.model_version,
                 }
@@ -202,7 +208,9 @@ class AlertEngine:
                 horizon = at - timedelta(days=rule.days)
                 peak = next(s for t, s in member.peaks if t >= horizon)
                 drop = peak - score
-                ctx = {**base, "window_max": peak, "current": score, "days": rule.days}
+                if drop < rule.points and self._no_episode(rule, subject):
+                    continue
+                ctx = {**base(), "window_max": peak, "current": score, "days": rule.days}
                 out += self._step(
                     rule,
                     record.member_id,
@@ -215,7 +223,9 @@ class AlertEngine:
             elif isinstance(rule, LifecycleRegressionRule):
                 stage = record.lifecycle_stage
                 entering = previous in rule.from_stages and stage == rule.to_stage
-                ctx = {**base, "previous_stage": previous or "", "current_stage": stage}
+                if not entering and self._no_episode(rule, subject):
+                    continue
+                ctx = {**base(), "previous_stage": previous or "", "current_stage": stage}
                 out += self._step(
                     rule,
                     record.member_id,
@@ -342,6 +352,12 @@ class AlertEngine:
 
     def _open(self, period_end: datetime) -> bool:
         return self._watermark is None or period_end > self._watermark
+
+    def _no_episode(self, rule: AnyRule, subject: str) -> bool:
+        """No episode of ``rule`` is open for ``subject``: :meth:`_step` changes nothing
+        unless it enters (the fast path of the scores that raise nothing)."""
+        ep = self._episodes[rule.name].get(subject)
+        return ep is None or ep.start is None
 
     def _step(
         self,
