@@ -27,7 +27,7 @@ from faust.types import TP, EventT
 from prometheus_client import Gauge
 
 from streams.config import Settings
-from streams.consumer import PulseTransport, Rewinder
+from streams.consumer import PulseConsumer, PulseTransport, Rewinder
 from streams.end_offsets import EndOffsets
 from streams.kafka_config import faust_credentials, librdkafka_config
 from streams.pipeline import Inbound, Pipeline
@@ -197,7 +197,14 @@ class PulseApp:
         for key in [k for k in self._highwaters if k[1] in fresh]:
             del self._highwaters[key]
         self.ends.watch((topic, p) for topic in self.input_topics for p in partitions)
+        consumer = self.app.consumer
+        if isinstance(consumer, PulseConsumer):  # commits follow the tasks' trackers
+            consumer.acknowledged = self._acknowledged
         await self._pipeline().assign(partitions, lambda: self._recovered)
+
+    def _acknowledged(self, tp: TP) -> tuple[int, int] | None:
+        pipeline = self.pipeline
+        return None if pipeline is None else pipeline.acknowledged(tp.topic, tp.partition)
 
     async def _on_recovered(self, app: Any, **_: Any) -> None:
         self._recovered = True

@@ -23,27 +23,67 @@ around a rebalance, and this module is the one place that adapts them:
   pipeline's lock: a rebalance callback waits for that lock while the consumer
   thread waits for the callback.
 
-The adapter leans on two of Faust's consumer methods: ``_add_gap`` (overridden)
-and ``seek_wait`` (called). ``tests/unit/streams/test_consumer.py`` fails when
-Faust renames or re-signs either.
+* **Acknowledgements lost in a revocation.** Faust forgets a partition's
+  acknowledged offsets when it is revoked (``on_partitions_revoked``), before the
+  app's revocation handler runs -- and Pulse's handler commits its tasks and
+  acknowledges messages just then. Two rebalances in a row (two workers joining
+  one after the other) drop those acknowledgements for a partition that stays:
+  Faust's list then starts past its committed offset, and Faust never commits it
+  again (``_new_offset`` refuses a hole at the head). Seen in the scale-out test: a
+  worker had acknowledged everything and its two kept partitions stayed committed
+  at the end of the first part. Pulse's own trackers know the acknowledged prefix
+  of every partition it keeps (:attr:`PulseConsumer.acknowledged`), so the commit
+  offset comes from them: the prefix is contiguous by construction, so it passes
+  nothing that was not stored.
+
+The adapter leans on three of Faust's consumer methods: ``_add_gap`` and
+``_new_offset`` (overridden) and ``seek_wait`` (called), and on ``_acked``,
+``_acked_index`` and ``_committed_offset``. ``tests/unit/streams/test_consumer.py`` fails when Faust
+renames or re-signs them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-__all__ = ["PulseConsumer", "PulseTransport", "Rewinder"]
+__all__ = ["Acknowledged", "PulseConsumer", "PulseTransport", "Rewinder"]
 
 log = logging.getLogger(__name__)
 
 
+#: (topic, partition) -> (first, last): the offsets Pulse acknowledged on this worker
+#: as one contiguous run (None: no task here tracks the partition, or none yet).
+Acknowledged = Callable[[TP], tuple[int, int] | None]
+
+
 class PulseConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer without gaps: a commit covers acknowledged offsets only."""
+
+    #: Set by the app once the pipeline exists: Pulse's acknowledged prefixes.
+    acknowledged: Acknowledged | None = None
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """The offset to commit for ``tp``: past Pulse's acknowledged prefix when a task
+        here tracks it (whatever acknowledgements Faust forgot in a revocation), else
+        Faust's own reckoning."""
+        covered = self.acknowledged(tp) if self.acknowledged is not None else None
+        committed = self._committed_offset.get(tp)
+        if covered is None or covered[0] > (committed or 0):
+            # nothing tracked here, or a run that does not reach the committed offset
+            offset: int | None = super()._new_offset(tp)
+            return offset
+        through = covered[1]
+        acked = self._acked.get(tp)
+        if acked:  # every one of them is in the prefix or past it: keep the latter
+            self._acked[tp] = [o for o in acked if o > through]
+            self._acked_index[tp].difference_update(o for o in acked if o <= through)
+        return through + 1
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         """Faust would let its next commit pass ``offset_from..offset_to``; Pulse's

@@ -53,6 +53,7 @@ class OffsetTracker(Generic[M]):
         self._messages: dict[int, M] = {}
         self._done: set[int] = set()
         self.acked_through = -1  # highest offset whose message (and all before) is released
+        self.start: int | None = None  # the first offset tracked: the prefix starts there
 
     @property
     def next_expected(self) -> int | None:
@@ -72,6 +73,8 @@ class OffsetTracker(Generic[M]):
             return False
         if self._order and offset < self._order[-1]:
             raise ValueError(f"offset {offset} delivered after {self._order[-1]}")
+        if self.start is None:
+            self.start = offset
         self._order.append(offset)
         self._messages[offset] = message
         return True

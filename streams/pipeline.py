@@ -397,6 +397,16 @@ class Pipeline:
             out.update(task.acked_through())
         return out
 
+    def acknowledged(self, topic: str, partition: int) -> tuple[int, int] | None:
+        """The offsets of ``topic`` / ``partition`` a task here acknowledged as one
+        contiguous run, (first, last) (None: no task here tracks it, or none yet): what
+        the consumer may commit (:mod:`streams.consumer`)."""
+        task = self.tasks.get(partition)
+        tracker = task.trackers.get(topic) if task is not None else None
+        if tracker is None or tracker.start is None or tracker.acked_through < tracker.start:
+            return None
+        return tracker.start, tracker.acked_through
+
     def _gauges(self) -> None:
         self.metrics.events_held.set(self.unacknowledged)
 

@@ -103,3 +103,46 @@ def test_a_rewind_seeks_in_the_background_and_survives_failures() -> None:
     ok, gone = asyncio.run(run())
     assert ok.seeks == [{TOPIC: 2}]
     assert gone.seeks == [{TOPIC: 2}]  # tried, failed, logged: nothing raised
+
+
+def test_acknowledgements_faust_forgot_in_a_revocation_are_committed(tmp_path: Path) -> None:
+    """Issue 8, seen in the scale-out test: two workers joined one after the other; in
+    between, the revocation handler acknowledged offsets 10-14 of a partition the worker
+    kept, and the second revocation made Faust forget them. Faust's list then starts at
+    15 with 10 committed: it never commits again. The task's tracker knows 10-16 are
+    acknowledged, one contiguous run from the committed offset: 17 is committed."""
+    consumer = _app(tmp_path).app.consumer
+    assert isinstance(consumer, PulseConsumer)
+
+    def faust_state() -> None:
+        consumer._committed_offset[TOPIC] = 10
+        consumer._acked[TOPIC] = [15, 16]
+        consumer._acked_index[TOPIC] = {15, 16}
+
+    faust_state()
+    assert consumer._new_offset(TOPIC) is None  # Faust alone: stuck at 10 for good
+    runs: dict[TP, tuple[int, int]] = {TOPIC: (4, 16)}
+    consumer.acknowledged = runs.get
+    faust_state()
+    assert consumer._new_offset(TOPIC) == 17
+    assert consumer._acked[TOPIC] == [] and consumer._acked_index[TOPIC] == set()
+    # a run that starts past the committed offset proves nothing about what is before it
+    runs[TOPIC] = (12, 16)
+    faust_state()
+    assert consumer._new_offset(TOPIC) is None
+    # nothing tracked here: Faust's own reckoning
+    del runs[TOPIC]
+    consumer._committed_offset[TOPIC] = 10
+    consumer._acked[TOPIC], consumer._acked_index[TOPIC] = [10, 11], {10, 11}
+    assert consumer._new_offset(TOPIC) == 12
+
+
+def test_faust_still_forgets_acknowledgements_where_the_adapter_expects() -> None:
+    source = inspect.getsource(faust_consumer.Consumer.on_partitions_revoked)
+    assert "self._acked.pop(tp, None)" in source
+    assert "offset = self._new_offset(tp)" in inspect.getsource(
+        faust_consumer.Consumer._filter_committable_offsets
+    )
+    base = faust_consumer.Consumer
+    ours, theirs = (inspect.signature(c._new_offset) for c in (PulseConsumer, base))
+    assert list(ours.parameters) == list(theirs.parameters)
