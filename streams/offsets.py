@@ -63,6 +63,13 @@ class OffsetTracker(Generic[M]):
         return self.acked_through + 1 if self.acked_through >= 0 else None
 
     @property
+    def acknowledged(self) -> tuple[int, int] | None:
+        """The offsets acknowledged so far as one run, (first, last); None before any."""
+        if self.start is None or self.acked_through < self.start:
+            return None
+        return self.start, self.acked_through
+
+    @property
     def pending(self) -> int:
         """Messages delivered and not released yet."""
         return len(self._order)

@@ -210,7 +210,7 @@ class EventTimeOrder(Generic[ItemT, EventT]):
 
     def _idle(self, key: tuple[str, int], state: _Input, now: float) -> bool:
         caught_up = self._caught_up(key, state)
-        if caught_up is not None and (caught_up or state.offset is not None):
+        if caught_up or (caught_up is False and state.offset is not None):
             return caught_up
         if state.expected:  # nothing delivered yet, and no fetch says it is caught up
             return False

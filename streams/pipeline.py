@@ -194,16 +194,14 @@ class Pipeline:
                 continue
             task.seen(delivered, wall)
             valid: list[tuple[Inbound, EventBase]] = []
-            received: Counter[str] = Counter()
             kinds: Counter[tuple[str, str]] = Counter()
             for item in delivered:
-                received[item.topic] += 1
                 event = self._decode(item, now, task)
                 if event is not None:
                     kinds[(item.topic, event.event_type)] += 1  # type: ignore[attr-defined]
                     valid.append((item, event))
             # counted once per label set and batch: a labels() lookup per event cost 2 %
-            for topic, n in received.items():
+            for topic, n in Counter(item.topic for item in delivered).items():
                 m.events_received.labels(topic).inc(n)
             for (topic, kind), n in kinds.items():
                 m.events_valid.labels(topic, kind).inc(n)
@@ -403,9 +401,7 @@ class Pipeline:
         the consumer may commit (:mod:`streams.consumer`)."""
         task = self.tasks.get(partition)
         tracker = task.trackers.get(topic) if task is not None else None
-        if tracker is None or tracker.start is None or tracker.acked_through < tracker.start:
-            return None
-        return tracker.start, tracker.acked_through
+        return None if tracker is None else tracker.acknowledged
 
     def _gauges(self) -> None:
         self.metrics.events_held.set(self.unacknowledged)

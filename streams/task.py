@@ -606,15 +606,16 @@ class PartitionTask:
 
     def _acknowledge(self, messages: list[Inbound]) -> None:
         m = self.ctx.metrics
+        acked: Counter[str] = Counter()
         for message in messages:
             tracker = self.trackers.get(message.topic)
             if tracker is None:
                 continue
-            done = tracker.done(message.offset)
-            for item in done:
+            for item in tracker.done(message.offset):
                 item.ack()
-            if done:
-                m.acked_messages.labels(message.topic).inc(len(done))
+                acked[message.topic] += 1
+        for topic, n in acked.items():
+            m.acked_messages.labels(topic).inc(n)
         if messages:
             m.last_ack.set(time.time())
 

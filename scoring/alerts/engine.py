@@ -188,7 +188,8 @@ class AlertEngine:
             if isinstance(rule, ChurnRiskRule):
                 p = float(record.churn_probability)
                 eligible = record.annual_premium >= rule.min_annual_premium
-                if not (eligible and p >= rule.enter) and self._no_episode(rule, subject):
+                entering = eligible and p >= rule.enter
+                if not entering and self._no_episode(rule, subject):
                     continue  # nothing to start or to end: no context to build
                 ctx = {
                     **base(),
@@ -197,9 +198,9 @@ class AlertEngine:
                 }
                 out += self._step(
                     rule,
-                    record.member_id,
+                    subject,
                     at,
-                    eligible and p >= rule.enter,
+                    entering,
                     not eligible or p <= rule.leave,
                     p,
                     ctx,
@@ -213,7 +214,7 @@ class AlertEngine:
                 ctx = {**base(), "window_max": peak, "current": score, "days": rule.days}
                 out += self._step(
                     rule,
-                    record.member_id,
+                    subject,
                     at,
                     drop >= rule.points,
                     drop < rule.resolve_points,
@@ -228,7 +229,7 @@ class AlertEngine:
                 ctx = {**base(), "previous_stage": previous or "", "current_stage": stage}
                 out += self._step(
                     rule,
-                    record.member_id,
+                    subject,
                     at,
                     entering,
                     stage != rule.to_stage,
