@@ -45,7 +45,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 
 from schemas.envelope import EventBase
 from scoring.alerts import AlertEngine, AlertRecord
@@ -197,7 +197,7 @@ class PartitionTask:
     def _load(self, members: dict[str, str], task_record: str) -> None:
         sealer = self.ctx.sealer
         if task_record:  # first: the alert engine's watermark decides which days are open
-            data = json.loads(sealer.open(task_record))
+            data = from_json(sealer.open(task_record))
             self.engine.restore_models(base64.b64decode(data["models"]))
             self.alerts = AlertEngine.from_dict(
                 self.ctx.rules, data["alerts"], forward_community=True
@@ -207,11 +207,11 @@ class PartitionTask:
         for sealed in members.values():
             if not sealed:  # an erased member's tombstone
                 continue
-            record = json.loads(sealer.open(sealed))
+            record = from_json(sealer.open(sealed))
             state = MemberState.from_dict(record)
             self.engine.load_member(state, self.number)
             if "alerts" in record:  # records from before carry none: the task record has it
-                self.alerts.load_member(state.member_id, record["alerts"])
+                self.alerts.load_member(state.member_id, record["alerts"], fresh=True)
             if state.opted_out:
                 self.opted_out.add(self.ctx.pseudonym(state.member_id))
         self.restored_members = len(self.engine.states)

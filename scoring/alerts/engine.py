@@ -539,10 +539,14 @@ class AlertEngine:
             data["days"] = days
         return data or None
 
-    def load_member(self, member_id: str, data: dict[str, Any] | None) -> None:
+    def load_member(
+        self, member_id: str, data: dict[str, Any] | None, *, fresh: bool = False
+    ) -> None:
         """Put back a :meth:`member_state` share (after :meth:`from_dict` of the engine's
-        own share: days the restored watermark has closed are dropped)."""
-        self.forget(member_id)
+        own share: days the restored watermark has closed are dropped). ``fresh``: the
+        engine holds nothing of the member yet (a restore), so nothing to forget first."""
+        if not fresh:
+            self.forget(member_id)
         if not data:
             return
         if "member" in data:
