@@ -129,6 +129,7 @@ class _Batch:
     done_tables: set[str] = field(default_factory=set)
     isolating: dict[str, _Isolation] = field(default_factory=dict)
     attempts: int = 0
+    hurried: bool = False  # a live checkpoint is in it: flush without waiting for age
 
     @property
     def size(self) -> int:
@@ -203,12 +204,20 @@ class ClickHouseSink:
         """Back-pressure: return once the backlog is below ``max_backlog_rows``."""
         await self._capacity.wait()
 
+    def hurry(self) -> None:
+        """Flush the open batch as soon as the one in flight is stored: it holds rows a
+        reader waits for (a live task's checkpoint), not a backlog worth batching."""
+        self._open.hurried = True
+        self._wake.set()
+
     def due(self) -> bool:
         batch = self._open
         if not batch.acks and not batch.size:
             return False
-        return batch.size >= self.batch_rows or (
-            time.monotonic() - batch.created >= self.flush_seconds
+        return (
+            batch.hurried
+            or batch.size >= self.batch_rows
+            or (time.monotonic() - batch.created >= self.flush_seconds)
         )
 
     # --- flushing --------------------------------------------------------------

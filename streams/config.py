@@ -261,6 +261,13 @@ class Settings:
         "member-state changelog) at most this often, and when input stops; events are "
         "acknowledged once a checkpoint covers them.",
     )
+    live_checkpoint_seconds: float = _num(
+        "PULSE_LIVE_CHECKPOINT_SECONDS",
+        0.5,
+        "A task whose inputs have at most 1,000 messages more than it received (a live "
+        "stream, not a backlog) checkpoints at most this often instead, so its rows are "
+        "queryable sooner; a backlog keeps PULSE_CHECKPOINT_SECONDS and its larger batches.",
+    )
     erasure_feed_seconds: float = _num(
         "PULSE_ERASURE_FEED_SECONDS",
         5.0,
@@ -416,8 +423,10 @@ class Settings:
             raise SettingsError(f"PULSE_STORE must be memory or rocksdb, not {self.store!r}")
         if self.input_idle_seconds <= 0 or self.max_held_events < 1:
             raise SettingsError("PULSE_INPUT_IDLE_SECONDS must be > 0, PULSE_MAX_HELD_EVENTS >= 1")
-        if self.checkpoint_seconds < 0:
-            raise SettingsError("PULSE_CHECKPOINT_SECONDS must be >= 0")
+        if self.checkpoint_seconds < 0 or self.live_checkpoint_seconds < 0:
+            raise SettingsError(
+                "PULSE_CHECKPOINT_SECONDS and PULSE_LIVE_CHECKPOINT_SECONDS must be >= 0"
+            )
         if self.erasure_feed_seconds <= 0:
             raise SettingsError("PULSE_ERASURE_FEED_SECONDS must be > 0")
         if self.http_max_body_bytes < 1024 or self.http_max_events < 1:

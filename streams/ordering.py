@@ -230,6 +230,19 @@ class EventTimeOrder(Generic[ItemT, EventT]):
             self._idle(key, state, now) for key, state in self._inputs.items()
         )
 
+    def backlog(self) -> int | None:
+        """Messages the broker holds beyond what the inputs delivered, by the last fetches'
+        high watermarks (None: an input has none yet)."""
+        if self.highwater is None:
+            return None
+        total = 0
+        for key, state in self._inputs.items():
+            high = self.highwater(*key)
+            if high is None:
+                return None
+            total += max(0, high - (-1 if state.offset is None else state.offset) - 1)
+        return total
+
     def pending(self) -> bool:
         """Whether more is known to be on its way: events held, or an input the broker
         says holds messages beyond what it delivered (an input with no fetch yet counts

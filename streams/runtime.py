@@ -218,6 +218,7 @@ def build_pipeline(
         kafka_config=kafka,
         broker_id=broker_id,
         checkpoint_seconds=s.checkpoint_seconds,
+        live_checkpoint_seconds=s.live_checkpoint_seconds,
         idle_seconds=s.input_idle_seconds,
         max_held=s.max_held_events,
         highwater=faust_app.highwater,

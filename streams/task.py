@@ -78,6 +78,9 @@ log = logging.getLogger(__name__)
 
 #: A checkpoint is taken at once when this many members changed since the last one.
 CHECKPOINT_MEMBERS = 20_000
+#: Messages the broker holds beyond what a task received, at most, for it to be live
+#: (checkpoints every PULSE_LIVE_CHECKPOINT_SECONDS instead of PULSE_CHECKPOINT_SECONDS).
+LIVE_BACKLOG = 1_000
 
 #: Marks a checkpoint as worth taking once erasures finished (its task record changed).
 _ERASURES_DONE = "\x00erasures-done"
@@ -558,9 +561,19 @@ class PartitionTask:
         checkpoint = self.open
         if checkpoint.empty():
             return False
-        return checkpoint.expired(now, self.ctx.checkpoint_seconds) or (
-            len(checkpoint.members) >= CHECKPOINT_MEMBERS
-        )
+        if len(checkpoint.members) >= CHECKPOINT_MEMBERS:
+            return True
+        interval = self.ctx.checkpoint_seconds
+        live = self.ctx.live_checkpoint_seconds
+        if live is not None and live < interval and checkpoint.expired(now, live):
+            if self._live():
+                return True  # rows queryable sooner: the batches are small anyway
+        return checkpoint.expired(now, interval)
+
+    def _live(self) -> bool:
+        """The inputs hold at most LIVE_BACKLOG messages more than this task received."""
+        backlog = self.order.backlog()
+        return backlog is not None and backlog <= LIVE_BACKLOG
 
     async def checkpoint(self) -> None:
         """Commit the open checkpoint (steps in :mod:`streams.checkpoint`); returns once its
@@ -593,6 +606,8 @@ class PartitionTask:
             acknowledge=self._acknowledge,
             after=self._last_commit,
         )
+        if self.ctx.live_checkpoint_seconds is not None and self._live():
+            ctx.sink.hurry()  # a live reader waits for these rows: no batching by age
         if self.erasures.due:
             committed.add_done_callback(self.erasures.after(tags.seq, self._erased))
         committed.add_done_callback(self.community.after_commit(received))

@@ -64,6 +64,8 @@ class TaskContext:
     #: (by the broker's high watermarks), stops holding community periods back; one that
     #: cannot tell (an input never fetched) does after ten times as long
     quiet_seconds: float = 60.0
+    #: the checkpoint interval of a task that is live (not working through a backlog)
+    live_checkpoint_seconds: float | None = None
     #: end offsets asked of the broker (streams.end_offsets): confirm a caught-up input
     ends: EndOffset | None = None
     #: where a task's erasures go once done, for other workers' ClickHouses (None: nowhere)

@@ -186,3 +186,28 @@ def test_isolation_interrupted_by_an_outage_resumes_without_duplicates(
     assert count(client, f"SELECT count() FROM {db}.failed_events") == 1
     detail = client.query(f"SELECT detail FROM {db}.failed_events").result_rows[0][0]
     assert detail == "events: DataError, column source_partition"
+
+
+def test_a_hurried_batch_is_flushed_by_the_running_sink_before_its_age(
+    clickhouse: tuple[Client, str],
+) -> None:
+    """Issue 9 (freshness): a live task's checkpoint does not wait for the batch's age."""
+    client, db = clickhouse
+
+    async def run() -> tuple[int, int]:
+        sink = ClickHouseSink(client, db, flush_seconds=3600)  # age alone: an hour
+        runner = asyncio.ensure_future(sink.run())
+        try:
+            sink.add("events", events(5))
+            assert not sink.due()
+            await asyncio.sleep(0.05)
+            before = count(client, f"SELECT count() FROM {db}.events")
+            sink.hurry()
+            deadline = asyncio.get_running_loop().time() + 30
+            while sink.backlog_rows and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.02)
+            return before, count(client, f"SELECT count() FROM {db}.events")
+        finally:
+            runner.cancel()
+
+    assert asyncio.run(run()) == (0, 5)

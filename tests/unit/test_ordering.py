@@ -301,3 +301,17 @@ def test_an_event_that_comes_after_the_horizon_passed_it_is_counted() -> None:
     assert hours(order.release(now=0.1)) == [11]
     order.add([ev("p", 1, 10.5)], now=0.2)  # older than 11 h, released already
     assert order.behind == 1
+
+
+def test_backlog_counts_what_the_broker_holds_beyond_each_delivery() -> None:
+    """Issue 9: a task is live (short checkpoints, fresh rows) only with a small backlog."""
+    highs: dict[tuple[str, int], int] = {("p", 0): 3}
+    order: EventTimeOrder[Item, Event] = EventTimeOrder(
+        ["i", "p"], idle_seconds=1.0, highwater=lambda t, p: highs.get((t, p)), partitions=[0]
+    )
+    assert order.backlog() is None  # "i" was never fetched: unknown, not live
+    highs[("i", 0)] = 5_000
+    assert order.backlog() == 5_003  # nothing delivered yet
+    order.add([ev("i", 4_989, 1.0), ev("p", 1, 2.0)], now=0.0)
+    assert order.backlog() == 10 + 1
+    assert EventTimeOrder(["i"], idle_seconds=1.0).backlog() is None  # no watermarks at all
