@@ -284,11 +284,12 @@ class ClickHouseSink:
 
     def _insert(self, table: str, rows: list[Row], token: str) -> None:
         columns = columns_of(rows)
-        data = [[row.get(c) for c in columns] for row in rows]
+        data = [[row.get(c) for row in rows] for c in columns]  # column-oriented: no transpose
         self.client.insert(
             f"{self.database}.{table}",
             data,
             column_names=columns,
+            column_oriented=True,
             settings={
                 "insert_deduplication_token": token,
                 "max_partitions_per_insert_block": MAX_PARTITIONS_PER_INSERT,

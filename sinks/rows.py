@@ -75,6 +75,8 @@ def output_id(kind: str, *cause: str) -> str:
 
 def utc(moment: datetime) -> datetime:
     """Naive UTC datetime, the form clickhouse-connect writes into DateTime64('UTC')."""
+    if moment.tzinfo is UTC:  # most are (scoring.clock): no conversion to make
+        return moment.replace(tzinfo=None)
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
