@@ -27,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -79,6 +81,9 @@ class Restored:
     commit: CommitRecord
     task_record: str  # sealed; "" if none
     members: dict[str, str] = field(default_factory=dict)  # pseudonym -> sealed ("" erased)
+    #: members opened ahead of the restore (ClickHouseCheckpoints.prefetch):
+    #: pseudonym -> what the prefetch's ``open_member`` made of the sealed record
+    opened: dict[str, Any] | None = None
 
 
 class Checkpoints(Protocol):
@@ -87,6 +92,10 @@ class Checkpoints(Protocol):
     kind: str
 
     async def load(self, task: int) -> Restored | None: ...
+
+    def keep_prefetched(self, tasks: Iterable[int]) -> None:
+        """Forget checkpoints read ahead for tasks other than ``tasks`` (if any were)."""
+        ...
 
     def rows(
         self,
@@ -125,22 +134,77 @@ class ClickHouseCheckpoints:
     def __init__(self, client: Client, database: str) -> None:
         self.client = client
         self.database = database
+        self._prefetched: dict[int, Future[Restored | None]] = {}
+
+    def prefetch(
+        self,
+        tasks: Iterable[int],
+        open_member: Callable[[str], Any],
+        client: Client | None = None,
+    ) -> None:
+        """Read and open the committed checkpoints of ``tasks`` in a background thread.
+
+        A worker starts it before it joins its consumer group, which takes seconds
+        of waiting (the broker's rebalance delay): the restore of a task that gets
+        assigned then finds its members opened already, if its commit is still the
+        newest (another worker sharing this ClickHouse may have moved it on).
+        ``client``: a connection of its own (one client runs one query at a time)."""
+        executor = ThreadPoolExecutor(1, thread_name_prefix="pulse-prefetch")
+        for task in tasks:
+            self._prefetched[task] = executor.submit(self._load, task, open_member, client)
+        executor.shutdown(wait=False)
+
+    def keep_prefetched(self, tasks: Iterable[int]) -> None:
+        """Drop what was read ahead for tasks this worker was not given."""
+        keep = set(tasks)
+        for task in [t for t in self._prefetched if t not in keep]:
+            self._prefetched.pop(task).cancel()
 
     async def load(self, task: int) -> Restored | None:
+        early = self._prefetched.pop(task, None)
+        if early is not None:
+            try:
+                restored = await asyncio.wrap_future(early)
+            except Exception:  # read again below, and say why the early read failed
+                log.exception("task %d: reading its checkpoint ahead failed", task)
+            else:
+                if await asyncio.to_thread(self._still_newest, task, restored):
+                    return restored
         return await asyncio.to_thread(self._load, task)
 
-    def _load(self, task: int) -> Restored | None:
+    def _still_newest(self, task: int, restored: Restored | None) -> bool:
         rows = self.client.query(
-            f"SELECT key, argMax(state, seq) FROM {self.database}.task_state "
-            "WHERE task = {task:UInt16} GROUP BY key",
-            parameters={"task": task},
+            f"SELECT argMax(state, seq) FROM {self.database}.task_state "
+            "WHERE task = {task:UInt16} AND key = {key:String} GROUP BY key",
+            parameters={"task": task, "key": COMMIT_KEY},
         ).result_rows
+        newest = CommitRecord.decode(str(rows[0][0])) if rows else None
+        return newest == (restored.commit if restored is not None else None)
+
+    def _load(
+        self,
+        task: int,
+        open_member: Callable[[str], Any] | None = None,
+        client: Client | None = None,
+    ) -> Restored | None:
+        rows = (
+            (client or self.client)
+            .query(
+                f"SELECT key, argMax(state, seq) FROM {self.database}.task_state "
+                "WHERE task = {task:UInt16} GROUP BY key",
+                parameters={"task": task},
+            )
+            .result_rows
+        )
         found = {str(key): str(state) for key, state in rows}
         commit = found.pop(COMMIT_KEY, None)
         if commit is None:
             return None
         task_record = found.pop(TASK_KEY, "")
-        return Restored(CommitRecord.decode(commit), task_record, found)
+        restored = Restored(CommitRecord.decode(commit), task_record, found)
+        if open_member is not None:
+            restored.opened = {key: open_member(sealed) for key, sealed in found.items() if sealed}
+        return restored
 
     def rows(
         self,
@@ -192,6 +256,9 @@ class KafkaCheckpoints:
             }
         )
         self._lineages: dict[int, Any] = {}
+
+    def keep_prefetched(self, tasks: Iterable[int]) -> None:
+        return None  # the changelog is read at each restore: nothing is read ahead
 
     async def load(self, task: int) -> Restored | None:
         """The task's newest commit and the records that go with it.

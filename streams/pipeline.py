@@ -153,6 +153,7 @@ class Pipeline:
         async with self.lock:
             self.assigned = set(partitions)
             self.ready = ready
+            self.ctx.store.keep_prefetched(self.assigned)
             for number in [n for n in self.tasks if n not in self.assigned]:
                 del self.tasks[number]
             self.metrics.members.set(self.members)

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ from streams.kafka_config import librdkafka_config
 from streams.metrics import PulseMetrics
 from streams.outputs import OutputProducer
 from streams.pipeline import Pipeline
-from streams.task import TaskContext
+from streams.task import TaskContext, open_member
 from streams.web import WebServer, create_app
 from streams.web.wiring import web_deps
 from streams.webhooks import WebhookSender
@@ -185,11 +186,17 @@ def build_pipeline(
         store = KafkaCheckpoints(
             faust_app.state, bootstrap, s.commits_topic, {"bootstrap.servers": bootstrap, **kafka}
         )
-    else:
-        store = ClickHouseCheckpoints(clickhouse, database)
     rules = rules_from_settings(s.alert_rules)
     pseudonym = Pseudonymizer(pseudonym_key)
     sealer = Sealer.from_key(pseudonym_key)
+    if s.state_store_kind != "kafka":
+        store = ClickHouseCheckpoints(clickhouse, database)
+        # read and open the checkpoints while the worker joins its group (issue 9: restore)
+        store.prefetch(
+            range(s.partitions),
+            partial(open_member, sealer),
+            connect(s.clickhouse_url, None, s.data_path, ca_file=ca),
+        )
     for rule in rules.rules:  # counters exist at 0 from the start, so rate() sees the first
         metrics.alerts_fired.labels(rule.name, rule.severity)
         metrics.alerts_resolved.labels(rule.name, rule.severity)

@@ -61,8 +61,9 @@ from sinks.rows import (
     score_row,
     transition_row,
 )
+from sinks.sealing import Sealer
 from streams.checkpoint import Checkpoint, Sealed
-from streams.checkpoint_store import generation, produced_after, roll_back
+from streams.checkpoint_store import Restored, generation, produced_after, roll_back
 from streams.commits import CommitRecord, Lineage
 from streams.community_link import CommunityLink
 from streams.erasures import Erasures
@@ -182,7 +183,7 @@ class PartitionTask:
             ctx.outputs.skip[self.number] = skip
             self.skipped_outputs = len(skip)
         if restored is not None:
-            self._load(restored.members, restored.task_record)
+            self._load(restored)
         self.open = Checkpoint(Tags(self.number, self.gen, self.seq + 1))
         self.restored = True
         # the aggregators may have lost what this task sent since their last checkpoint
@@ -197,24 +198,23 @@ class PartitionTask:
                 time.monotonic() - started,
             )
 
-    def _load(self, members: dict[str, str], task_record: str) -> None:
+    def _load(self, restored: Restored) -> None:
         sealer = self.ctx.sealer
-        if task_record:  # first: the alert engine's watermark decides which days are open
-            data = from_json(sealer.open(task_record))
+        if restored.task_record:  # first: the alert engine's watermark decides open days
+            data = from_json(sealer.open(restored.task_record))
             self.engine.restore_models(base64.b64decode(data["models"]))
             self.alerts = AlertEngine.from_dict(
                 self.ctx.rules, data["alerts"], forward_community=True
             )
             self.community.load(data)
             self.erasures.load(data)
-        for sealed in members.values():
-            if not sealed:  # an erased member's tombstone
-                continue
-            record = from_json(sealer.open(sealed))
-            state = MemberState.from_dict(record)
+        opened = restored.opened
+        if opened is None:
+            opened = {k: open_member(sealer, v) for k, v in restored.members.items() if v}
+        for state, alerts in opened.values():  # tombstones ("") of erased members: none
             self.engine.load_member(state, self.number)
-            if "alerts" in record:  # records from before carry none: the task record has it
-                self.alerts.load_member(state.member_id, record["alerts"], fresh=True)
+            if alerts is not _NO_ALERTS:  # records from before carry none: the task record has
+                self.alerts.load_member(state.member_id, alerts, fresh=True)
             if state.opted_out:
                 self.opted_out.add(self.ctx.pseudonym(state.member_id))
         self.restored_members = len(self.engine.states)
@@ -712,6 +712,16 @@ class PartitionTask:
             "rolled_back_rows": sum(self.rolled_back.values()),
             "skipped_outputs": self.skipped_outputs,
         }
+
+
+#: What ``open_member`` gives for a record sealed before members carried alert state.
+_NO_ALERTS = object()
+
+
+def open_member(sealer: Sealer, sealed: str) -> tuple[MemberState, Any]:
+    """A member's sealed checkpoint record: its state and its share of the alert engine."""
+    record = from_json(sealer.open(sealed))
+    return MemberState.from_dict(record), record.get("alerts", _NO_ALERTS)
 
 
 def _json(data: dict[str, Any]) -> bytes:
