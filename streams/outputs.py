@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -55,6 +55,9 @@ class OutputProducer:
         self.skip: dict[int, set[str]] = {}
         # "topic:partition" -> offset after the newest message without identity delivered
         self.plain_ends: dict[str, int] = {}
+        # task -> its delivery callback, and (task, gen, seq) -> the checkpoint's headers
+        self._callbacks: dict[int, Callable[[KafkaError | None, Message], None]] = {}
+        self._tag_headers: tuple[Tags, list[tuple[str, bytes]]] | None = None
 
     def produced_through(self, topic: str) -> dict[int, int]:
         """Partition -> offset after the newest message this worker delivered to ``topic``."""
@@ -82,12 +85,35 @@ class OutputProducer:
             return False
         all_headers: list[tuple[str, str | bytes | None]] = [
             (ID_HEADER, identity.encode()),
-            (TASK_HEADER, str(tags.task).encode()),
-            ("pulse.gen", str(tags.gen).encode()),
-            ("pulse.seq", str(tags.seq).encode()),
+            *self._checkpoint_headers(tags),
             *headers,
         ]
-        ends = self.ends.setdefault(tags.task, {})
+        delivered = self._callbacks.get(tags.task) or self._delivery(tags.task)
+        extra: dict[str, Any] = {} if partition is None else {"partition": partition}
+        while True:
+            try:
+                self.producer.produce(
+                    topic, value, key, headers=all_headers, on_delivery=delivered, **extra
+                )
+                return True
+            except BufferError:  # librdkafka's queue is full: serve delivery reports first
+                self.producer.poll(0.05)
+
+    def _checkpoint_headers(self, tags: Tags) -> list[tuple[str, bytes]]:
+        """The task, generation and sequence headers (the same for a whole checkpoint)."""
+        cached = self._tag_headers
+        if cached is None or cached[0] != tags:
+            headers = [
+                (TASK_HEADER, str(tags.task).encode()),
+                ("pulse.gen", str(tags.gen).encode()),
+                ("pulse.seq", str(tags.seq).encode()),
+            ]
+            cached = self._tag_headers = (tags, headers)
+        return cached[1]
+
+    def _delivery(self, task: int) -> Callable[[KafkaError | None, Message], None]:
+        """The delivery report of the task's messages: the newest offset per partition."""
+        ends = self.ends.setdefault(task, {})
 
         def delivered(error: KafkaError | None, message: Message) -> None:
             if error is not None:
@@ -98,15 +124,8 @@ class OutputProducer:
             if offset > ends.get(where, 0):
                 ends[where] = offset
 
-        extra: dict[str, Any] = {} if partition is None else {"partition": partition}
-        while True:
-            try:
-                self.producer.produce(
-                    topic, value, key, headers=all_headers, on_delivery=delivered, **extra
-                )
-                return True
-            except BufferError:  # librdkafka's queue is full: serve delivery reports first
-                self.producer.poll(0.05)
+        self._callbacks[task] = delivered
+        return delivered
 
     def produce_plain(
         self,

@@ -41,6 +41,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Literal
 
 from scoring.alerts.rules import (
@@ -110,6 +111,8 @@ class _Member:
 
 
 def _utc(at: datetime) -> datetime:
+    if at.tzinfo is UTC:  # the engine's own times (scoring.clock): nothing to convert
+        return at
     if at.tzinfo is None:
         raise ValueError("alert engine times must be timezone-aware")
     return at.astimezone(UTC)
@@ -123,6 +126,7 @@ def _dt(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+@lru_cache(maxsize=4096)
 def _day_end(day: str) -> datetime:
     return datetime.combine(date.fromisoformat(day) + timedelta(days=1), datetime.min.time(), UTC)
 
@@ -169,13 +173,15 @@ class AlertEngine:
         member.last_seen, member.stage = at, record.lifecycle_stage
         score = float(record.engagement_score)
         if self._peak_days:
-            while member.peaks and member.peaks[-1][1] <= score:
-                member.peaks.pop()
-            member.peaks.append((at, score))
+            peaks = member.peaks
+            while peaks and peaks[-1][1] <= score:
+                peaks.pop()
+            peaks.append((at, score))
             horizon = at - timedelta(days=self._peak_days)
-            member.peaks = [(t, s) for t, s in member.peaks if t >= horizon]
-        if record.community_id and self._open(_day_end(at.date().isoformat())):
-            day = self._days.setdefault(at.date().isoformat(), {})
+            if peaks[0][0] < horizon:  # peaks are in time order: only then is one too old
+                member.peaks = [(t, s) for t, s in peaks if t >= horizon]
+        if record.community_id and self._open(_day_end(today := at.date().isoformat())):
+            day = self._days.setdefault(today, {})
             day.setdefault(record.community_id, {})[record.member_id] = score
 
         def base() -> dict[str, Any]:  # the context every member rule's alert carries
