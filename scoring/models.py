@@ -44,7 +44,7 @@ from river import drift
 
 from scoring.config import ScoringConfig
 from scoring.engagement import PopulationCalibrator
-from scoring.features import FEATURE_NAMES, as_dict
+from scoring.features import FEATURE_INDEX, FEATURE_NAMES
 from scoring.priors import LinearPrior, churn_prior, conversion_prior, sigmoid
 from scoring.refit import CLIP, RefitLearner
 from scoring.validation import ProgressiveValidation, log_loss_of
@@ -74,6 +74,14 @@ class Served:
 def _top(contributions: list[tuple[str, float]], n: int) -> list[tuple[str, float]]:
     ranked = heapq.nlargest(n, [(abs(value), name, value) for name, value in contributions])
     return [(name, round(value, 6)) for size, name, value in ranked if size > 0.0]
+
+
+def _prior_terms(prior: LinearPrior, vector: Sequence[float]) -> list[tuple[str, float]]:
+    """``prior.contributions(as_dict(vector))``: a feature the vector lacks reads 0."""
+    return [
+        (name, w * min(vector[FEATURE_INDEX[name]] if name in FEATURE_INDEX else 0.0, cap))
+        for name, w, cap in prior.weights
+    ]
 
 
 def _vector(x: Mapping[str, float]) -> list[float]:
@@ -174,8 +182,11 @@ class ModelSlot:
 
     def serve_vector(self, vector: Sequence[float], explain: bool = False) -> Served:
         """:meth:`serve` for a vector in FEATURE_NAMES order (the engine's fast path)."""
-        if self.prior_serves:
-            return self.serve(as_dict(vector), explain)
+        if self.prior_serves:  # as serve(as_dict(vector)) computes it, without the dict
+            named = _prior_terms(self.prior, vector)
+            p = sigmoid(self.prior.intercept + sum(c for _, c in named))
+            drivers = _top(named, self.config.top_drivers) if explain else []
+            return Served(p, self.version, False, drivers)
         logit, terms = self.champion.contributions_vector(vector)
         if not explain:
             return Served(sigmoid(logit), self.version, True, [])

@@ -8,7 +8,7 @@ in clear here: the sink replaces them by pseudonyms.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -27,6 +27,18 @@ Trigger = Literal["event", "silence", "daily"]
 def _version(at: datetime) -> int:
     """Microseconds since the epoch: orders a member's records in ReplacingMergeTree."""
     return int(round(at.timestamp() * 1_000_000))
+
+
+def shallow_dict(record: Any) -> dict[str, Any]:
+    """A dataclass's fields as a dict, values as they are: ``dataclasses.asdict`` copies
+    every nested value deeply, which cost 2-3 % of a purchases-only replay in ``to_row``."""
+    names = _FIELD_NAMES.get(type(record))
+    if names is None:
+        names = _FIELD_NAMES[type(record)] = tuple(f.name for f in fields(record))
+    return {name: getattr(record, name) for name in names}
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 @dataclass(slots=True)
@@ -60,7 +72,7 @@ class ScoreRecord:
 
     def to_row(self) -> dict[str, Any]:
         """Columns of ``member_scores`` and ``score_history``."""
-        row = asdict(self)
+        row = shallow_dict(self)
         row["top_drivers"] = [(name, float(value)) for name, value in self.top_drivers]
         row["community_id"] = self.community_id or ""
         row["version"] = _version(self.scored_at)
@@ -84,7 +96,7 @@ class LifecycleTransition:
 
     def to_row(self) -> dict[str, Any]:
         """Columns of ``lifecycle_transitions``."""
-        row = asdict(self)
+        row = shallow_dict(self)
         row["community_id"] = self.community_id or ""
         return row
 
@@ -113,7 +125,7 @@ class ModelMetrics:
 
     def to_row(self) -> dict[str, Any]:
         """Columns of ``model_metrics`` (booleans as 0/1)."""
-        row = asdict(self)
+        row = shallow_dict(self)
         row["drift_detected"] = int(self.drift_detected)
         row["promoted"] = int(self.promoted)
         return row
@@ -137,7 +149,7 @@ class LabelApplied:
 
     def to_row(self) -> dict[str, Any]:
         """A flat dict (no ClickHouse table yet: metrics and audits use it)."""
-        return asdict(self)
+        return shallow_dict(self)
 
 
 Record = ScoreRecord | LifecycleTransition | ModelMetrics | LabelApplied

@@ -18,7 +18,7 @@ that :meth:`AlertEngine.drain_touched` reports changed.
 
 >>> from dataclasses import replace
 >>> from datetime import UTC, datetime, timedelta
->>> from scoring.records import ScoreRecord
+>>> from scoring.records import ScoreRecord, shallow_dict
 >>> rules = RuleSet.parse({"rules": [{"name": "churn", "kind": "churn_risk",
 ...     "severity": "critical", "enter": 0.7, "leave": 0.5}]})
 >>> t0 = datetime(2024, 5, 1, tzinfo=UTC)
@@ -39,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Literal
@@ -53,7 +53,7 @@ from scoring.alerts.rules import (
     MemberRule,
     RuleSet,
 )
-from scoring.records import ScoreRecord
+from scoring.records import ScoreRecord, shallow_dict
 
 __all__ = ["AlertRecord", "AlertEngine", "alert_id"]
 
@@ -88,7 +88,7 @@ class AlertRecord:
 
     def to_row(self) -> dict[str, Any]:
         """Flat columns: ``context`` as sorted-key JSON, ``webhook`` "" when None."""
-        row = asdict(self)
+        row = shallow_dict(self)
         row["context"] = json.dumps(self.context, sort_keys=True)
         row["webhook"] = self.webhook or ""
         return row

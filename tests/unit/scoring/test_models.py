@@ -13,7 +13,7 @@ from scoring.engine import ScoringEngine
 from scoring.errors import CheckpointError, ScoringError
 from scoring.features import FEATURE_NAMES
 from scoring.models import ModelSlot
-from scoring.priors import churn_prior
+from scoring.priors import churn_prior, conversion_prior
 from scoring.state import MemberState
 
 pytestmark = pytest.mark.unit
@@ -177,3 +177,17 @@ def test_a_checkpoint_of_the_sgd_format_restores_to_fresh_learners(make_event: M
     _story(engine, make_event, 0, 120)
     assert engine.models.churn.version == "churn-logreg-v1"
     assert engine.score_member("m-1", day(41)).churn_model == "model"
+
+
+def test_a_prior_serves_a_vector_as_it_serves_the_same_features_as_a_dict() -> None:
+    """Issue 9: the vector path of a prior skips the dict; it must give the same numbers."""
+    from scoring.features import as_dict
+
+    rng = random.Random(9)
+    for name, prior in (("churn", churn_prior(30.0)), ("conversion", conversion_prior())):
+        slot = ModelSlot(name, prior, ScoringConfig(), 1)
+        assert slot.prior_serves
+        for _ in range(2_000):
+            vector = [rng.choice((0.0, rng.uniform(-5.0, 60.0))) for _ in FEATURE_NAMES]
+            for explain in (False, True):
+                assert slot.serve_vector(vector, explain) == slot.serve(as_dict(vector), explain)
