@@ -52,7 +52,7 @@ from typing import Any, ClassVar
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-__all__ = ["Acknowledged", "PulseConsumer", "PulseTransport", "Rewinder"]
+__all__ = ["Acknowledged", "PulseConsumer", "PulseConsumerThread", "PulseTransport", "Rewinder"]
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +62,30 @@ log = logging.getLogger(__name__)
 Acknowledged = Callable[[TP], tuple[int, int] | None]
 
 
+#: How long the broker may hold a fetch that found nothing new (aiokafka's
+#: ``fetch_max_wait_ms``). Faust sets 1,500 ms; Tansu then answers a live stream's
+#: fetches about every 0.4 s (p50 0.38 s, p99 0.75 s from produce to delivery, against
+#: 0.03 s and 0.06 s at 100 ms), which came straight on top of the freshness figure.
+FETCH_MAX_WAIT_MS = 100
+
+
+class PulseConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread, with a fetch wait that suits a live stream."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when it starts its fetcher
+        return consumer
+
+
 class PulseConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer without gaps: a commit covers acknowledged offsets only."""
 
     #: Set by the app once the pipeline exists: Pulse's acknowledged prefixes.
     acknowledged: Acknowledged | None = None
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return PulseConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     def _new_offset(self, tp: TP) -> int | None:
         """The offset to commit for ``tp``: past Pulse's acknowledged prefix when a task
