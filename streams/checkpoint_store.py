@@ -85,6 +85,15 @@ class Restored:
     #: pseudonym -> what the prefetch's ``open_member`` made of the sealed record
     opened: dict[str, Any] | None = None
 
+    def open_members(self, open_member: Callable[[str], Any]) -> dict[str, Any]:
+        """Every member record opened by ``open_member`` (once; erased members' tombstones
+        "" left out): pseudonym -> what it made of the record."""
+        if self.opened is None:
+            self.opened = {
+                key: open_member(sealed) for key, sealed in self.members.items() if sealed
+            }
+        return self.opened
+
 
 class Checkpoints(Protocol):
     """The record of partition-task checkpoints (see the module docstring)."""
@@ -203,7 +212,7 @@ class ClickHouseCheckpoints:
         task_record = found.pop(TASK_KEY, "")
         restored = Restored(CommitRecord.decode(commit), task_record, found)
         if open_member is not None:
-            restored.opened = {key: open_member(sealed) for key, sealed in found.items() if sealed}
+            restored.open_members(open_member)
         return restored
 
     def rows(

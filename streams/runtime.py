@@ -180,16 +180,16 @@ def build_pipeline(
     ca = s.clickhouse_ca_file
     index = EventIdIndex(connect(s.clickhouse_url, None, s.data_path, ca_file=ca), database)
     kafka = librdkafka_config(s)
+    rules = rules_from_settings(s.alert_rules)
+    pseudonym = Pseudonymizer(pseudonym_key)
+    sealer = Sealer.from_key(pseudonym_key)
     store: Checkpoints
     if s.state_store_kind == "kafka":
         assert faust_app.state is not None
         store = KafkaCheckpoints(
             faust_app.state, bootstrap, s.commits_topic, {"bootstrap.servers": bootstrap, **kafka}
         )
-    rules = rules_from_settings(s.alert_rules)
-    pseudonym = Pseudonymizer(pseudonym_key)
-    sealer = Sealer.from_key(pseudonym_key)
-    if s.state_store_kind != "kafka":
+    else:
         store = ClickHouseCheckpoints(clickhouse, database)
         # read and open the checkpoints while the worker joins its group (issue 9: restore)
         store.prefetch(

@@ -43,6 +43,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from pydantic_core import from_json, to_json
@@ -208,9 +209,7 @@ class PartitionTask:
             )
             self.community.load(data)
             self.erasures.load(data)
-        opened = restored.opened
-        if opened is None:
-            opened = {k: open_member(sealer, v) for k, v in restored.members.items() if v}
+        opened = restored.open_members(partial(open_member, sealer))
         for state, alerts in opened.values():  # tombstones ("") of erased members: none
             self.engine.load_member(state, self.number)
             if alerts is not _NO_ALERTS:  # records from before carry none: the task record has
@@ -563,15 +562,16 @@ class PartitionTask:
             return False
         if len(checkpoint.members) >= CHECKPOINT_MEMBERS:
             return True
-        interval = self.ctx.checkpoint_seconds
         live = self.ctx.live_checkpoint_seconds
-        if live is not None and live < interval and checkpoint.expired(now, live):
-            if self._live():
-                return True  # rows queryable sooner: the batches are small anyway
-        return checkpoint.expired(now, interval)
+        if live is not None and checkpoint.expired(now, live) and self._live():
+            return True  # rows queryable sooner: the batches are small anyway
+        return checkpoint.expired(now, self.ctx.checkpoint_seconds)
 
     def _live(self) -> bool:
-        """The inputs hold at most LIVE_BACKLOG messages more than this task received."""
+        """Live checkpoints are on and the inputs hold at most LIVE_BACKLOG messages more
+        than this task received."""
+        if self.ctx.live_checkpoint_seconds is None:
+            return False
         backlog = self.order.backlog()
         return backlog is not None and backlog <= LIVE_BACKLOG
 
@@ -606,7 +606,7 @@ class PartitionTask:
             acknowledge=self._acknowledge,
             after=self._last_commit,
         )
-        if self.ctx.live_checkpoint_seconds is not None and self._live():
+        if self._live():
             ctx.sink.hurry()  # a live reader waits for these rows: no batching by age
         if self.erasures.due:
             committed.add_done_callback(self.erasures.after(tags.seq, self._erased))

@@ -18,7 +18,7 @@ that :meth:`AlertEngine.drain_touched` reports changed.
 
 >>> from dataclasses import replace
 >>> from datetime import UTC, datetime, timedelta
->>> from scoring.records import ScoreRecord, shallow_dict
+>>> from scoring.records import ScoreRecord
 >>> rules = RuleSet.parse({"rules": [{"name": "churn", "kind": "churn_risk",
 ...     "severity": "critical", "enter": 0.7, "leave": 0.5}]})
 >>> t0 = datetime(2024, 5, 1, tzinfo=UTC)
