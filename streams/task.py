@@ -8,9 +8,10 @@ own), the event-time order of its inputs (:class:`~streams.ordering.EventTimeOrd
 its clock and silence timers, its member alert rules, and its checkpoints
 (:mod:`streams.checkpoint`). Nothing in it depends on which worker runs it or on
 the other tasks, so a task gives the same results whether one worker runs every
-task or they are spread over many and move between them. Two of its parts live
-beside it: its share of the community alert rules (:mod:`streams.community_link`)
-and the erasures it still has to carry out (:mod:`streams.erasures`).
+task or they are spread over many and move between them. Three of its parts live
+beside it: its share of the community alert rules (:mod:`streams.community_link`),
+the erasures it still has to carry out (:mod:`streams.erasures`), and the messages
+and outbox rows of its scores and alerts (:mod:`streams.task_outputs`).
 
 Life of a task on a worker:
 
@@ -36,12 +37,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -55,10 +54,8 @@ from scoring.records import LabelApplied, LifecycleTransition, ModelMetrics, Sco
 from scoring.state import MemberState
 from sinks.rows import (
     Tags,
-    alert_row,
     event_row,
     metrics_row,
-    output_id,
     score_row,
     transition_row,
 )
@@ -72,7 +69,7 @@ from streams.offsets import AppliedOffsets, OffsetTracker
 from streams.ordering import EventTimeOrder
 from streams.retry import retrying
 from streams.task_context import Inbound, TaskContext
-from streams.webhooks import outbox_rows
+from streams.task_outputs import emit_alerts, publish_score
 
 __all__ = ["PartitionTask", "TaskContext", "Inbound"]  # the last two from streams.task_context
 
@@ -420,23 +417,7 @@ class PartitionTask:
             m.model_drift.labels(record.model, partition).inc()
 
     def _publish_score(self, record: ScoreRecord, row: dict[str, Any], tags: Tags) -> None:
-        """``pulse.scores`` keeps the member id (the topic is internal); ClickHouse never does."""
-        message = {
-            **{k: v for k, v in row.items() if k not in ("version", "task", "gen", "seq")},
-            "member_id": record.member_id,
-            "scored_at": record.scored_at.isoformat(),
-            "last_event_at": record.last_event_at.isoformat(),
-        }
-        value = _json(message)
-        produced = self.ctx.outputs.produce(
-            self.ctx.scores_topic,
-            record.member_id.encode(),
-            value,
-            tags=tags,
-            identity=row["output_id"],
-            partition=self.number,  # a task's outputs on its own partition: see restore
-        )
-        if not produced:
+        if not publish_score(self.ctx, self.number, record, row, tags):
             self.skipped_outputs += 1
 
     def _alert(self, record: ScoreRecord, event: EventBase | None) -> list[AlertRecord]:
@@ -487,68 +468,8 @@ class PartitionTask:
     def _alerts_emit(self, alerts: list[AlertRecord]) -> None:
         if not alerts:
             return
-        ctx = self.ctx
-        # a member alert's id is derived from the pseudonym: an id over the member id in
-        # clear could be matched against guessed member ids
-        alerts = [
-            replace(
-                a,
-                alert_id=output_id(
-                    "alert",
-                    a.rule,
-                    ctx.pseudonym(a.subject_id),
-                    a.episode_start.isoformat(),
-                    a.status,
-                ),
-            )
-            if a.subject_type == "member"
-            else a
-            for a in alerts
-        ]
-        checkpoint = self.open
-        tags = checkpoint.tags
-        now = datetime.now(UTC)
-        rows = []
-        for alert in alerts:
-            rows.append(alert_row(alert, pseudonym=ctx.pseudonym, emitted_at=now, tags=tags))
-            row = alert.to_row()
-            message = {
-                **{k: v for k, v in row.items() if k != "webhook"},
-                "raised_at": alert.raised_at.isoformat(),
-                "episode_start": alert.episode_start.isoformat(),
-                "context": alert.context,
-            }
-            value = json.dumps(message, default=str, separators=(",", ":")).encode()
-            ctx.outputs.produce(
-                ctx.alerts_topic,
-                alert.subject_id.encode(),
-                value,
-                tags=tags,
-                identity=alert.alert_id,
-                partition=self.number,
-            )
-            counter = (
-                ctx.metrics.alerts_fired if alert.status == "fired" else ctx.metrics.alerts_resolved
-            )
-            counter.labels(alert.rule, alert.severity).inc()
-            self.alerts_fired += alert.status == "fired"
-            if alert.subject_type == "member":
-                checkpoint.members.add(alert.subject_id)
-        checkpoint.add_rows("alerts", rows)
-        # webhooks go through a durable outbox written with the alerts, before the ack
-        members = {a.subject_id: self.number for a in alerts if a.subject_type == "member"}
-        checkpoint.add_rows(
-            "webhook_outbox",
-            outbox_rows(
-                alerts,
-                ctx.rules,
-                ctx.pseudonym,
-                self.engine.marketing_allowed,
-                sealer=ctx.sealer,
-                partition_of=members,
-                now=now,
-            ),
-        )
+        marketing = self.engine.marketing_allowed
+        self.alerts_fired += emit_alerts(self.ctx, self.open, self.number, alerts, marketing)
         self._export_active()
 
     def _export_active(self) -> None:
