@@ -23,6 +23,7 @@ from typing import Any, cast
 import faust
 from faust.sensors import Monitor
 from faust.sensors.monitor import TPOffsetMapping
+from faust.tables import TableManager
 from faust.types import TP, EventT
 from prometheus_client import Gauge
 
@@ -33,7 +34,14 @@ from streams.kafka_config import faust_credentials, librdkafka_config
 from streams.pipeline import Inbound, Pipeline
 from streams.state_table import StateTable
 
-__all__ = ["PulseApp", "INPUT_STREAMS", "OUTPUT_TOPICS", "COMMUNITY_TOPIC", "MAX_RECORD_BYTES"]
+__all__ = [
+    "PulseApp",
+    "PulseTableManager",
+    "INPUT_STREAMS",
+    "OUTPUT_TOPICS",
+    "COMMUNITY_TOPIC",
+    "MAX_RECORD_BYTES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +79,20 @@ def _commit_monitor(gauge: Gauge) -> type[Monitor]:
                 gauge.labels(tp.topic, str(tp.partition)).set(offset)
 
     return CommitMonitor
+
+
+class PulseTableManager(TableManager):
+    """Faust's table manager without its pause at start.
+
+    Faust's ``TableManager.on_start`` sleeps a second so that tables declared after
+    the app starts still join the first recovery. Pulse declares its one table (the
+    Kafka record of task state) when :class:`PulseApp` is built, before the worker
+    starts, so the pause only delays every start (and every restore) by a second."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
 
 
 class PulseApp:
@@ -117,6 +139,7 @@ class PulseApp:
             producer_max_request_size=MAX_RECORD_BYTES,
             key_serializer="raw",
             value_serializer="raw",
+            TableManager=PulseTableManager,
             **monitor,
         )
         # before any topic is declared (declaring one creates the transport): Faust's

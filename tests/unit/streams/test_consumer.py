@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from faust.tables import TableManager
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from streams.app import PulseApp
+from streams.app import PulseApp, PulseTableManager
 from streams.config import Settings
 from streams.consumer import (
     FETCH_MAX_WAIT_MS,
@@ -65,6 +66,24 @@ def test_the_broker_holds_an_empty_fetch_for_at_most_100_ms(tmp_path: Path) -> N
     assert "fetch_max_wait_ms=1500" in inspect.getsource(
         faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
     )
+
+
+def test_table_recovery_starts_without_faust_s_one_second_pause(tmp_path: Path) -> None:
+    """Issue 9 (restore): Faust's table manager sleeps 1 s before its recovery starts, in
+    case tables are declared late. Pulse declares its table before the worker starts."""
+    tables = _app(tmp_path).app.tables
+    assert isinstance(tables, PulseTableManager)
+    assert "await self.sleep(1.0)" in inspect.getsource(TableManager.on_start)
+    steps: list[str] = []
+
+    async def record(name: str, *_: Any) -> None:
+        steps.append(name)
+
+    tables.sleep = lambda n: record(f"sleep {n}")  # type: ignore[method-assign]
+    tables._update_channels = lambda: record("channels")  # type: ignore[method-assign]
+    tables.recovery.start = lambda: record("recovery")  # type: ignore[method-assign]
+    asyncio.run(tables.on_start())
+    assert steps == ["channels", "recovery"]
 
 
 def test_faust_still_records_gaps_where_the_adapter_expects() -> None:
