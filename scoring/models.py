@@ -36,11 +36,12 @@ model part.
 from __future__ import annotations
 
 import heapq
+import importlib
+import importlib.util
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from river import drift
 
 from scoring.config import ScoringConfig
 from scoring.engagement import PopulationCalibrator
@@ -57,8 +58,30 @@ CONVERSION = "conversion"
 # labels between two checks of the recency gate (two AUCs over 320 bins each)
 _GATE_EVERY = 64
 
-# river's drift detectors are untyped; one typed alias keeps mypy strict elsewhere.
-_ADWIN: Any = drift.ADWIN
+
+def _adwin() -> Any:
+    """river's ADWIN drift detector, without the rest of ``river.drift``.
+
+    ``river/drift/__init__.py`` also imports KSWIN (and through it ``scipy.stats``),
+    the drift datasets and the binary detectors: 0.8-1.2 s of every start of every
+    ``pulse`` command, for one class. ``river.drift.adwin`` needs none of it, so it is
+    imported under a bare, unexecuted ``river.drift`` package that is dropped again;
+    a later ``import river.drift`` runs the real package, which finds this same module
+    (``tests/unit/scoring/test_models.py``). Untyped in river: ``Any`` keeps mypy strict.
+    """
+    if "river.drift" in sys.modules:
+        return sys.modules["river.drift"].ADWIN
+    spec = importlib.util.find_spec("river.drift")
+    if spec is None:  # pragma: no cover - river is a dependency
+        raise ImportError("river.drift not found")
+    sys.modules["river.drift"] = importlib.util.module_from_spec(spec)
+    try:
+        return importlib.import_module("river.drift.adwin").ADWIN
+    finally:
+        del sys.modules["river.drift"]
+
+
+_ADWIN: Any = _adwin()
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 
 import pytest
 from scoring_fixtures import MakeEvent, day
@@ -191,3 +193,22 @@ def test_a_prior_serves_a_vector_as_it_serves_the_same_features_as_a_dict() -> N
             vector = [rng.choice((0.0, rng.uniform(-5.0, 60.0))) for _ in FEATURE_NAMES]
             for explain in (False, True):
                 assert slot.serve_vector(vector, explain) == slot.serve(as_dict(vector), explain)
+
+
+def test_the_drift_detector_comes_without_the_rest_of_river_drift() -> None:
+    """Issue 9 (restore): importing the models does not pull in ``scipy.stats`` through
+    river's KSWIN (0.8-1.2 s of every start), and a later ``import river.drift`` gets the
+    very class the models use (their pickles name ``river.drift.adwin.ADWIN``)."""
+    probe = (
+        "import pickle, sys\n"
+        "from scoring.models import _ADWIN\n"
+        "detector = _ADWIN()\n"
+        "print('scipy.stats' in sys.modules, 'river.drift' in sys.modules)\n"
+        "from river import drift\n"
+        "print(drift.ADWIN is _ADWIN, type(pickle.loads(pickle.dumps(detector))) is _ADWIN)\n"
+        "print(sorted(n for n in ('KSWIN', 'PageHinkley', 'binary') if hasattr(drift, n)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.split("\n")
+    assert out[:3] == ["False False", "True True", "['KSWIN', 'PageHinkley', 'binary']"]
