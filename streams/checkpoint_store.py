@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from clickhouse_connect.driver.client import Client
 
 from streams.broker import read_to_end
+from streams.collector import collector_paused
 from streams.commits import CommitRecord
 from streams.state_table import Change, StateRecord, StateTable, change, task_key
 
@@ -212,7 +213,8 @@ class ClickHouseCheckpoints:
         task_record = found.pop(TASK_KEY, "")
         restored = Restored(CommitRecord.decode(commit), task_record, found)
         if open_member is not None:
-            restored.open_members(open_member)
+            with collector_paused():
+                restored.open_members(open_member)
         return restored
 
     def rows(

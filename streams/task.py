@@ -62,6 +62,7 @@ from sinks.rows import (
 from sinks.sealing import Sealer
 from streams.checkpoint import Checkpoint, Sealed
 from streams.checkpoint_store import Restored, generation, produced_after, roll_back
+from streams.collector import collector_paused
 from streams.commits import CommitRecord, Lineage
 from streams.community_link import CommunityLink
 from streams.erasures import Erasures
@@ -181,7 +182,8 @@ class PartitionTask:
             ctx.outputs.skip[self.number] = skip
             self.skipped_outputs = len(skip)
         if restored is not None:
-            self._load(restored)
+            with collector_paused():
+                self._load(restored)
         self.open = Checkpoint(Tags(self.number, self.gen, self.seq + 1))
         self.restored = True
         # the aggregators may have lost what this task sent since their last checkpoint

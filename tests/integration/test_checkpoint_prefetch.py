@@ -8,6 +8,7 @@ ClickHouse) is read again. Real chDB, the production store and its rows.
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,3 +89,23 @@ def test_read_ahead_for_tasks_given_to_another_worker_is_dropped(
     assert set(checkpoints._prefetched) == {1}
     restored = asyncio.run(checkpoints.load(0))
     assert restored is not None and restored.opened is None  # read at its restore
+
+
+def test_members_are_opened_with_the_garbage_collector_paused(
+    store: tuple[ClickHouseCheckpoints, Client, str], data_dir: Path
+) -> None:
+    """A restore keeps every object it builds: full collections on the way only re-walk
+    them (twice the time to build 100,000 members' states, issue 9)."""
+    checkpoints, client, database = store
+    _commit(client, database, 1, {"p-a": "sealed-a", "p-b": "sealed-b"})
+    collecting: list[bool] = []
+
+    def opened(sealed: str) -> str:
+        collecting.append(gc.isenabled())
+        return sealed
+
+    checkpoints.prefetch([0], opened, connect("", None, data_dir))
+    restored = asyncio.run(checkpoints.load(0))
+    assert restored is not None and restored.opened == {"p-a": "sealed-a", "p-b": "sealed-b"}
+    assert collecting == [False, False]
+    assert gc.isenabled()  # on again once the members are open
