@@ -239,7 +239,8 @@ class Settings:
     rebalance_timeout_seconds: float = _num(
         "PULSE_REBALANCE_TIMEOUT_SECONDS",
         4.0,
-        "Consumer-group rebalance timeout; Tansu waits about half of it before a join completes.",
+        "Consumer-group rebalance timeout. The session timeout is the larger of it and 6 s "
+        "(Kafka's default minimum); Tansu completes a group join after half the session timeout.",
     )
     input_idle_seconds: float = _num(
         "PULSE_INPUT_IDLE_SECONDS",

@@ -123,7 +123,8 @@ def _env(bootstrap: str, prefix: str, group: str, tmp: Path) -> dict[str, str]:
         PULSE_PARTITIONS=str(PARTITIONS),
         PULSE_PSEUDONYM_KEY=KEY,
         PULSE_CHECKPOINT_SECONDS="0.5",
-        # a join completes after about half of it on Tansu; a revocation commits within it
+        # the session timeout follows it: a join completes after half of that on Tansu, and
+        # a revocation commits within it
         PULSE_REBALANCE_TIMEOUT_SECONDS="8",
     )
 
