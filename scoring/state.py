@@ -19,6 +19,8 @@ True
 
 from __future__ import annotations
 
+import base64
+import sys
 from array import array
 from typing import Any
 
@@ -115,7 +117,7 @@ class Snapshot:
     def to_dict(self) -> dict[str, Any]:
         return {
             "at": self.at,
-            "features": self.features.tolist(),
+            "features": pack(self.features),
             "churn": None if self.churn is None else self.churn.to_list(),
             "conversion": None if self.conversion is None else self.conversion.to_list(),
         }
@@ -125,10 +127,36 @@ class Snapshot:
         churn, conversion = data.get("churn"), data.get("conversion")
         return cls(
             float(data["at"]),
-            array("d", data["features"]),
+            unpack("d", data["features"]),
             None if churn is None else Ticket.from_list(churn),
             None if conversion is None else Ticket.from_list(conversion),
         )
+
+
+def pack(values: array[Any]) -> str:
+    """An array of numbers as base64 of their little-endian bytes: exact, a third of
+    the JSON text of the same floats (or 64-bit ids), and read back at memory speed.
+
+    >>> pack(array("d", [0.5, 1.0]))
+    'AAAAAAAA4D8AAAAAAADwPw=='
+    >>> unpack("d", pack(array("d", [0.1, 1e300]))), unpack("Q", [1, 2])
+    (array('d', [0.1, 1e+300]), array('Q', [1, 2]))
+    """
+    if sys.byteorder != "little":  # pragma: no cover - the records are little-endian
+        values = array(values.typecode, values)
+        values.byteswap()
+    return base64.b64encode(values.tobytes()).decode("ascii")
+
+
+def unpack(typecode: str, data: str | list[Any] | tuple[Any, ...]) -> array[Any]:
+    """The array :func:`pack` wrote, or one from a JSON list (records written before)."""
+    if not isinstance(data, str):
+        return array(typecode, data)
+    values = array(typecode)
+    values.frombytes(base64.b64decode(data))
+    if sys.byteorder != "little":  # pragma: no cover
+        values.byteswap()
+    return values
 
 
 # Fields copied as they are by to_dict/from_dict (None, bool, int, float, str).
@@ -343,27 +371,46 @@ class MemberState:
     # -- serialisation ----------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict; :meth:`from_dict` restores an equal state."""
+        """A JSON-able dict; :meth:`from_dict` restores an equal state.
+
+        Fields that hold their default (a fresh member's value that does not depend
+        on when they were first seen: ``None``, 0, an empty list) are left out, as
+        :meth:`from_dict` has always read absent fields: a member record is about a
+        third shorter, and faster to seal, store and open."""
         if self.opted_out:  # a marker: nothing else is kept
             return {
                 "v": FORMAT_VERSION,
                 "member_id": self.member_id,
                 "first_seen_at": self.first_seen_at,
                 "consent_marketing": self.consent_marketing,
-                "recent_ids": self.recent_ids.tolist(),
+                "recent_ids": pack(self.recent_ids),
                 "opted_out": True,
             }
-        data: dict[str, Any] = {name: getattr(self, name) for name in _PLAIN}
+        data: dict[str, Any] = {}
+        for name in _PLAIN:
+            value = getattr(self, name)
+            default = _DEFAULTS.get(name, _NO_DEFAULT)
+            if value != default or type(value) is not type(default):
+                data[name] = value
         data["v"] = FORMAT_VERSION
-        data["communities"] = list(self.communities)
-        data["decayed"] = list(self.decayed)
-        data["active_days"] = self.active_days.tolist()
-        data["channels"] = dict(self.channels)
-        data["policies"] = {k: list(v) for k, v in self.policies.items()}
-        data["open_claims"] = list(self.open_claims)
-        data["ended_policies"] = list(self.ended_policies)
-        data["pending"] = [s.to_dict() for s in self.pending]
-        data["recent_ids"] = self.recent_ids.tolist()
+        data["decayed"] = pack(array("d", self.decayed))
+        # empty containers are left out, as the fields above that hold their default
+        if self.communities:
+            data["communities"] = list(self.communities)
+        if self.active_days:
+            data["active_days"] = self.active_days.tolist()
+        if self.channels:
+            data["channels"] = dict(self.channels)
+        if self.policies:
+            data["policies"] = {k: list(v) for k, v in self.policies.items()}
+        if self.open_claims:
+            data["open_claims"] = list(self.open_claims)
+        if self.ended_policies:
+            data["ended_policies"] = list(self.ended_policies)
+        if self.pending:
+            data["pending"] = [s.to_dict() for s in self.pending]
+        if self.recent_ids:
+            data["recent_ids"] = pack(self.recent_ids)
         return data
 
     @classmethod
@@ -375,7 +422,7 @@ class MemberState:
                 setattr(state, name, data[name])
         state.communities = list(data.get("communities", ()))
         # Kinds are only ever appended: an older, shorter list fills the common prefix.
-        decayed = [float(v) for v in data.get("decayed", ())][: len(state.decayed)]
+        decayed = unpack("d", data.get("decayed", ())).tolist()[: len(state.decayed)]
         state.decayed[: len(decayed)] = decayed
         state.active_days = array("l", data.get("active_days", ()))
         state.channels = {str(k): int(v) for k, v in data.get("channels", {}).items()}
@@ -386,7 +433,7 @@ class MemberState:
         state.open_claims = list(data.get("open_claims", ()))
         state.ended_policies = list(data.get("ended_policies", ()))
         state.pending = [Snapshot.from_dict(s) for s in data.get("pending", ())]
-        state.recent_ids = array("Q", data.get("recent_ids", ()))
+        state.recent_ids = unpack("Q", data.get("recent_ids", ()))
         state.opted_out = bool(data.get("opted_out", False))
         return state
 
@@ -402,3 +449,20 @@ class MemberState:
             f"MemberState({self.member_id!r}, stage={self.stage!r}, "
             f"events={self.event_count}, policies={len(self.policies)})"
         )
+
+
+_NO_DEFAULT = object()
+
+
+def _constant_defaults() -> dict[str, Any]:
+    """The plain fields whose fresh value is the same for every member: not the id, nor
+    the ones set from ``first_seen_at``. to_dict leaves them out while they hold it."""
+    early, late = MemberState("", 0.0), MemberState("", 1.0)
+    return {
+        name: getattr(early, name)
+        for name in _PLAIN
+        if name != "member_id" and getattr(early, name) == getattr(late, name)
+    }
+
+
+_DEFAULTS = _constant_defaults()

@@ -9,7 +9,7 @@ from scoring_fixtures import MakeEvent, day
 from scoring.engine import ScoringEngine
 from scoring.errors import UnknownMember
 from scoring.records import LabelApplied, ScoreRecord
-from scoring.state import MemberState
+from scoring.state import MemberState, unpack
 
 pytestmark = pytest.mark.unit
 
@@ -56,7 +56,9 @@ def test_only_a_small_marker_is_kept(make_event: MakeEvent) -> None:
         "recent_ids",
         "opted_out",
     }
-    assert len(marker["recent_ids"]) == 1  # the consent event, so a redelivery is a duplicate
+    assert (
+        len(unpack("Q", marker["recent_ids"])) == 1
+    )  # the consent event, so a redelivery is a duplicate
 
 
 def test_a_redelivered_opt_out_is_a_duplicate(make_event: MakeEvent) -> None:
