@@ -4,10 +4,18 @@ A state holds the member id (needed to resume scoring), so it is sealed with
 AES-256-GCM under a key derived from the pseudonym key; ClickHouse stores
 only ciphertext.
 
-A plaintext of :data:`COMPRESS_FROM` bytes or more is compressed with zstd (level 1)
-before it is encrypted; the zstd frame's magic number (:data:`ZSTD_MAGIC`) marks it
-inside the ciphertext. Sealed JSON starts with ``{`` or ``[``, never with that magic,
-so blobs sealed before compression existed open as they are.
+A plaintext of :data:`COMPRESS_FROM` bytes or more is compressed before it is
+encrypted: into an LZ4 frame below :data:`ZSTD_FROM` bytes, a zstd frame (level 1) from
+there on. The frame's magic number (:data:`LZ4_MAGIC`, :data:`ZSTD_MAGIC`) marks it
+inside the ciphertext; sealed JSON starts with ``{`` or ``[``, never with a magic, so
+blobs sealed before compression existed open as they are.
+
+Two codecs because a restore opens every member record, and opening a zstd frame costs
+a fresh decompression context, about 10 us whatever its size: on the records of a
+member seen on one day (1.9 KB of JSON) zstd took 12.8 us to open against 1.5 us for
+LZ4, for 569 against 736 bytes. On a month-old member's record (3.9 KB) zstd keeps it
+under 2 KB sealed (1,388 against 1,818 bytes compressed), and the context is a smaller
+share of the work.
 
 >>> sealer = Sealer.from_key(b"k" * 32)
 >>> sealed = sealer.seal(b'{"member_id": "m-1"}')
@@ -27,6 +35,7 @@ import hmac
 import os
 import sys
 
+import lz4.frame
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 if sys.version_info >= (3, 14):  # pragma: no cover - the standard library's zstd
@@ -34,11 +43,15 @@ if sys.version_info >= (3, 14):  # pragma: no cover - the standard library's zst
 else:
     from backports import zstd
 
-__all__ = ["Sealer", "COMPRESS_FROM", "ZSTD_MAGIC"]
+__all__ = ["Sealer", "COMPRESS_FROM", "ZSTD_FROM", "LZ4_MAGIC", "ZSTD_MAGIC"]
 
 #: Plaintexts at least this long are compressed (shorter ones gain little).
 COMPRESS_FROM = 256
-#: The first bytes of every zstd frame (not valid JSON, so never ambiguous).
+#: Plaintexts at least this long are compressed with zstd, shorter ones with LZ4.
+ZSTD_FROM = 2048
+#: The first bytes of every LZ4 frame (not valid JSON, so never ambiguous).
+LZ4_MAGIC = b"\x04\x22\x4d\x18"
+#: The first bytes of every zstd frame.
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _LEVEL = 1
 
@@ -58,15 +71,21 @@ class Sealer:
         return cls(hmac.new(secret, b"pulse/state-sealing/v1", hashlib.sha256).digest())
 
     def seal(self, plaintext: bytes) -> str:
-        if len(plaintext) >= COMPRESS_FROM:
+        if len(plaintext) >= ZSTD_FROM:
             plaintext = self._zstd.compress(plaintext, zstd.ZstdCompressor.FLUSH_FRAME)
+        elif len(plaintext) >= COMPRESS_FROM:
+            plaintext = lz4.frame.compress(plaintext)
         nonce = os.urandom(12)
         return base64.b64encode(nonce + self._aead.encrypt(nonce, plaintext, None)).decode()
 
     def open(self, sealed: str) -> bytes:
         raw = base64.b64decode(sealed)
         plaintext = self._aead.decrypt(raw[:12], raw[12:], None)
-        if plaintext[:4] == ZSTD_MAGIC:
+        magic = plaintext[:4]
+        if magic == LZ4_MAGIC:
+            opened: bytes = lz4.frame.decompress(plaintext)  # untyped in lz4
+            return opened
+        if magic == ZSTD_MAGIC:
             return zstd.decompress(plaintext)
         return plaintext
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from schemas.registry import EVENT_MODELS
 from scoring.engine import ScoringEngine
-from sinks.sealing import COMPRESS_FROM, Sealer
+from sinks.sealing import COMPRESS_FROM, LZ4_MAGIC, ZSTD_FROM, ZSTD_MAGIC, Sealer
 from streams.simulator import SimulationConfig, simulate
 
 pytestmark = pytest.mark.unit
@@ -20,9 +20,9 @@ pytestmark = pytest.mark.unit
 KEY = b"s" * 32
 
 
-def _member_records(n: int) -> list[bytes]:
+def _member_records(n: int, days: int = 30) -> list[bytes]:
     engine = ScoringEngine()
-    raw = simulate(SimulationConfig(members=n, days=30, seed=3))
+    raw = simulate(SimulationConfig(members=n, days=days, seed=3))
     events = [EVENT_MODELS[str(e["event_type"])].model_validate(e) for e in raw]
     for event in sorted(events, key=lambda e: e.occurred_at):
         engine.process(event)
@@ -55,3 +55,16 @@ def test_a_short_blob_is_not_compressed_and_a_wrong_key_fails() -> None:
     assert AESGCM(KEY).decrypt(raw[:12], raw[12:], None) == b"m-1"
     with pytest.raises(InvalidTag):
         Sealer(b"t" * 32).open(Sealer(KEY).seal(b"x" * 1000))
+
+
+def test_short_records_are_lz4_frames_and_long_ones_zstd_frames() -> None:
+    """Issue 9 (restore): LZ4 below ZSTD_FROM bytes (a zstd frame costs ~10 us of
+    context to open, whatever its size), zstd from there on (smaller sealed records)."""
+    records = _member_records(40) + _member_records(40, days=1)
+    assert any(len(r) < ZSTD_FROM for r in records) and any(len(r) >= ZSTD_FROM for r in records)
+    sealer = Sealer(KEY)
+    for record in records:
+        raw = base64.b64decode(sealer.seal(record))
+        inner = AESGCM(KEY).decrypt(raw[:12], raw[12:], None)
+        assert inner[:4] == (ZSTD_MAGIC if len(record) >= ZSTD_FROM else LZ4_MAGIC)
+        assert sealer.open(sealer.seal(record)) == record
