@@ -35,8 +35,8 @@ from typing import Any, Protocol
 from clickhouse_connect.driver.client import Client
 
 from streams.broker import read_to_end
-from streams.collector import collector_paused
 from streams.commits import CommitRecord
+from streams.gc_pause import gc_paused
 from streams.state_table import Change, StateRecord, StateTable, change, task_key
 
 __all__ = [
@@ -213,7 +213,7 @@ class ClickHouseCheckpoints:
         task_record = found.pop(TASK_KEY, "")
         restored = Restored(CommitRecord.decode(commit), task_record, found)
         if open_member is not None:
-            with collector_paused():
+            with gc_paused():
                 restored.open_members(open_member)
         return restored
 

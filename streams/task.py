@@ -62,10 +62,10 @@ from sinks.rows import (
 from sinks.sealing import Sealer
 from streams.checkpoint import Checkpoint, Sealed
 from streams.checkpoint_store import Restored, generation, produced_after, roll_back
-from streams.collector import collector_paused
 from streams.commits import CommitRecord, Lineage
 from streams.community_link import CommunityLink
 from streams.erasures import Erasures
+from streams.gc_pause import gc_paused
 from streams.offsets import AppliedOffsets, OffsetTracker
 from streams.ordering import EventTimeOrder
 from streams.retry import retrying
@@ -182,7 +182,7 @@ class PartitionTask:
             ctx.outputs.skip[self.number] = skip
             self.skipped_outputs = len(skip)
         if restored is not None:
-            with collector_paused():
+            with gc_paused():
                 self._load(restored)
         self.open = Checkpoint(Tags(self.number, self.gen, self.seq + 1))
         self.restored = True

@@ -8,8 +8,8 @@ against 24 us paused, ``make bench``). None of these objects is garbage, so paus
 the collector for the few seconds of a restore loses nothing; it runs again after.
 
 >>> import gc
->>> with collector_paused():
-...     with collector_paused():  # nested, or in another thread: resumed by the last
+>>> with gc_paused():
+...     with gc_paused():  # nested, or in another thread: resumed by the last
 ...         inner = gc.isenabled()
 ...     middle = gc.isenabled()
 >>> inner, middle, gc.isenabled()
@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["collector_paused"]
+__all__ = ["gc_paused"]
 
 _lock = threading.Lock()
 _pauses = 0
@@ -31,7 +31,7 @@ _resume = False  # whether the collector was on when the first pause began
 
 
 @contextmanager
-def collector_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """No cyclic garbage collection inside (reentrant and thread-safe: the collector
     runs again when the last pause ends, if it ran before the first began)."""
     global _pauses, _resume
