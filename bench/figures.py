@@ -286,25 +286,23 @@ class _Seen:
         self.polls = 0
         self.errors: list[str] = []
 
+    def _awaited(self, now: float) -> list[str]:
+        """``occurred_at`` of the events not seen yet and not given up on at ``now``."""
+        with self.lock:
+            return [
+                occurred
+                for k, (sent, occurred) in self.sent.items()
+                if k not in self.seen and sent > now - self.give_up_s
+            ]
+
     def awaiting(self) -> int:
         """Events not seen yet and not given up on."""
-        now = time.time()
-        with self.lock:
-            return sum(
-                1
-                for k, (sent, _) in self.sent.items()
-                if k not in self.seen and sent > now - self.give_up_s
-            )
+        return len(self._awaited(time.time()))
 
     def run(self) -> None:
         while not self.stop.wait(self.interval):
             asked = time.time()
-            with self.lock:
-                pending = [
-                    occurred
-                    for k, (sent, occurred) in self.sent.items()
-                    if k not in self.seen and sent > asked - self.give_up_s
-                ]
+            pending = self._awaited(asked)
             if not pending:
                 continue
             low = min(pending)

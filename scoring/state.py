@@ -31,6 +31,8 @@ __all__ = [
     "Ticket",
     "Snapshot",
     "MemberState",
+    "pack",
+    "unpack",
 ]
 
 #: Interaction kinds with their own decayed activity. ``intent`` is the purchase
