@@ -219,7 +219,9 @@ def build_pipeline(
         pseudonym=pseudonym,
         sealer=sealer,
         metrics=metrics,
-        clickhouse=clickhouse,
+        # its own connection: a client runs one call at a time, and an erasure's DELETEs
+        # (up to a second) on the sink's client held every insert behind them
+        clickhouse=connect(s.clickhouse_url, None, s.data_path, ca_file=ca),
         database=database,
         bootstrap=bootstrap,
         kafka_config=kafka,

@@ -51,7 +51,7 @@ class TaskContext:
     pseudonym: Pseudonymizer
     sealer: Sealer
     metrics: PulseMetrics
-    clickhouse: Any  # clickhouse-connect client for roll-backs
+    clickhouse: Any  # clickhouse-connect client for roll-backs and erasures, not the sink's
     database: str
     bootstrap: str
     kafka_config: dict[str, Any]  # TLS/SASL of every Kafka client (streams.kafka_config)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -437,3 +438,48 @@ async def _counters_count_every_message(pipeline: tuple[Pipeline, Feed]) -> None
     assert sample("pulse_scores_emitted_total", {"trigger": "event"}) == 3  # quotes held
     assert sample("pulse_acked_messages_total", {"topic": interactions}) == 4
     assert feed.acks("interactions") == [0, 1, 2, 3] and feed.acks("purchases") == []
+
+
+def test_an_erasure_in_progress_does_not_hold_the_sinks_inserts(settings: Settings) -> None:
+    _run(settings, _erasure_does_not_hold_inserts)
+
+
+async def _erasure_does_not_hold_inserts(pipeline: tuple[Pipeline, Feed]) -> None:
+    """Erasures delete through a client of their own. A clickhouse-connect client runs
+    one call at a time: on the sink's client, an erasure's counts and DELETEs (up to a
+    second in a live run) held every insert behind them, the freshness bench's tail."""
+    p, feed = pipeline
+    first = feed.message("interactions", 0, 0, _doc("post_created", "m-a", 1))
+    ahead = feed.message("purchases", 0, 0, _doc("quote_requested", "m-9", 60))  # the horizon
+    await p.handle([first, ahead])
+    await _settle(p)
+    erasing = p.tasks[0].erasures.clickhouse  # what the task's erasures run on
+    marker = f"erasure-stand-in-{uuid.uuid4().hex[:8]}"
+    # stands for an erasure's statements: a call that lasts ~6 s on that client
+    slow = threading.Thread(
+        target=erasing.query,
+        args=(
+            f"SELECT '{marker}', sleepEachRow(0.5) FROM numbers(12) SETTINGS max_block_size = 1",
+        ),
+    )
+    slow.start()
+    try:
+        observer = connect("", None, feed.settings.data_path)
+        running = f"SELECT count() FROM system.processes WHERE query LIKE '%{marker}%' "
+        running += "AND query NOT LIKE '%system.processes%'"
+        for _ in range(500):  # bounded: until the call is under way
+            if observer.query(running).result_rows[0][0]:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the stand-in erasure never started")
+        later = feed.message("interactions", 0, 1, _doc("post_created", "m-b", 2))
+        await p.handle([later])
+        await _settle(p)  # stored and acknowledged ...
+        assert slow.is_alive()  # ... while the erasure's call still runs
+        assert feed.acks("interactions") == [0, 1]
+        assert _rows(p, "SELECT count() FROM {db}.events WHERE event_type = 'post_created'") == [
+            (2,)
+        ]
+    finally:
+        slow.join(30)
