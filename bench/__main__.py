@@ -218,7 +218,8 @@ class Run:
         self.results["freshness_p99_s"] = result["p99_s"]
         _say(
             f"  freshness (occurred -> queryable): p50 {result['p50_s']}s, p99 {result['p99_s']}s, "
-            f"max {result['max_s']}s over {result['events_measured']:,} events"
+            f"max {result['max_s']}s over {result['events_measured']:,} events "
+            f"(worker: {result['worker_cpu_us_per_event']} us CPU per event)"
         )
 
     def fig_state(self, bench: Bench) -> None:

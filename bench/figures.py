@@ -351,7 +351,10 @@ def freshness(
         raise BenchError(f"freshness needs {total} events, the source has {len(events) - 1}")
     started = time.time()
     measured_from = started + warmup_s
+    cpu_from: float | None = None
     for i, event in enumerate(events[1 : total + 1]):
+        if cpu_from is None and time.time() >= measured_from:
+            cpu_from = worker.cpu()
         due = started + i / rate
         while (delay := due - time.time()) > 0:
             time.sleep(min(delay, 0.05))
@@ -363,6 +366,7 @@ def freshness(
             seen.sent[event["event_id"]] = (at, occurred)
     producer.flush(30)
     published_s = time.time() - started
+    cpu_s = worker.cpu() - (cpu_from if cpu_from is not None else 0.0)
     try:
         poll(lambda: seen.awaiting() == 0, 120, "every event to be queryable", 0.5)
     except BenchError:
@@ -385,6 +389,8 @@ def freshness(
         "measured_s": measure_s,
         "events_measured": measured,
         "events_never_queryable": measured - len(latencies),
+        # the worker's CPU while the measured events were published, per event
+        "worker_cpu_us_per_event": round(cpu_s / max(1, measured) * 1e6),
         "p50_s": round(_percentile(latencies, 50), 3),
         "p90_s": round(_percentile(latencies, 90), 3),
         "p99_s": round(_percentile(latencies, 99), 3),
