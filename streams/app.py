@@ -50,6 +50,11 @@ OUTPUT_TOPICS = ("scores", "alerts", "dead-letter")
 #: Shares of community periods between partition tasks (co-partitioned with the inputs).
 COMMUNITY_TOPIC = "community"
 
+#: Longest the agent waits for a batch to fill before it handles what it has. Faust waits
+#: this long again after every batch (not from the first message buffered), so on a live
+#: stream each message waits up to the handling of the batch before plus this.
+TAKE_WINDOW_SECONDS = 0.1
+
 #: Largest record Pulse produces to the changelog (a task record holds its models).
 MAX_RECORD_BYTES = 64 << 20
 
@@ -171,7 +176,7 @@ class PulseApp:
 
     # --- agent and timers ------------------------------------------------------------
     async def _ingest(self, stream: Any) -> None:
-        async for events in stream.noack_take(self._take_max, within=0.2):
+        async for events in stream.noack_take(self._take_max, within=TAKE_WINDOW_SECONDS):
             pipeline = self._pipeline()
             try:
                 await pipeline.handle([_inbound(e) for e in events])

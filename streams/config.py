@@ -264,7 +264,7 @@ class Settings:
     )
     live_checkpoint_seconds: float = _num(
         "PULSE_LIVE_CHECKPOINT_SECONDS",
-        0.5,
+        0.25,
         "A task whose inputs have at most 1,000 messages more than it received (a live "
         "stream, not a backlog) checkpoints at most this often instead, so its rows are "
         "queryable sooner; a backlog keeps PULSE_CHECKPOINT_SECONDS and its larger batches.",
