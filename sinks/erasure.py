@@ -22,6 +22,7 @@ README, "Erasure and consent").
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from sinks.errors import ErasureError
@@ -128,13 +129,22 @@ def erase_members(
     }
 
 
-def retract_scores(client: _Client, database: str, pseudonym: str, through_ms: int) -> int:
-    """Delete the member's ``member_scores`` rows scored at or before ``through_ms``
-    (milliseconds since the epoch, event time): a member who withdrew analytics consent
-    is no longer scored, so no latest score may rank them (``score_history`` keeps what
-    was scored with consent; an erasure removes that too). Rows scored later, after
-    consent was given again, stay. Returns the rows deleted; idempotent."""
-    _check("retract_scores", database, pseudonym)
-    where = "member_id = {p:String} AND scored_at <= fromUnixTimestamp64Milli({t:Int64})"
-    parameters = {"p": pseudonym, "t": int(through_ms)}
+def retract_scores(client: _Client, database: str, retractions: Mapping[str, int]) -> int:
+    """Delete each member's ``member_scores`` rows scored at or before their time
+    (``retractions``: pseudonym -> milliseconds since the epoch, event time): a member
+    who withdrew analytics consent is no longer scored, so no latest score may rank them
+    (``score_history`` keeps what was scored with consent; an erasure removes that too).
+    Rows scored later, after consent was given again, stay. One count and one ``DELETE``
+    for all of them (each ``DELETE`` is a mutation of the whole table). Returns the rows
+    deleted; idempotent."""
+    for pseudonym in retractions:
+        _check("retract_scores", database, pseudonym)
+    if not retractions:
+        return 0
+    # each row against its own member's time: the time at the member's place in the list
+    where = (
+        "member_id IN {p:Array(String)} AND scored_at <= "
+        "fromUnixTimestamp64Milli({t:Array(Int64)}[indexOf({p:Array(String)}, member_id)])"
+    )
+    parameters = {"p": list(retractions), "t": [int(t) for t in retractions.values()]}
     return _delete(client, database, "member_scores", where, parameters, "retracting")

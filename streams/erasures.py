@@ -106,11 +106,11 @@ class Erasures:
             if batch:
                 deleted = erase_members(self.clickhouse, self.database, batch)
                 self.erased_events += deleted.get("events", 0)
-            for pseudonym, through_ms in retract.items():
-                if pseudonym not in batch:  # an erasure deleted every row already
-                    retract_scores(self.clickhouse, self.database, pseudonym, through_ms)
+            # members an erasure deleted every row of already are left out
+            withdrawn = {p: t for p, t in retract.items() if p not in batch}
+            retract_scores(self.clickhouse, self.database, withdrawn)
             if self.feed is not None:  # done here: now everywhere else
-                self.feed.publish(batch, {p: t for p, t in retract.items() if p not in batch})
+                self.feed.publish(batch, withdrawn)
 
         async def run() -> None:
             try:

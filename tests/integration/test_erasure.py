@@ -14,7 +14,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from sinks.clickhouse import ClickHouseSink, connect
-from sinks.erasure import MEMBER_TABLES, erase_member, erase_members
+from sinks.erasure import MEMBER_TABLES, erase_member, erase_members, retract_scores
 from sinks.errors import ErasureError
 from sinks.migrations import TABLES, apply_migrations
 from sinks.privacy import Pseudonymizer
@@ -290,3 +290,50 @@ def test_what_one_shard_erased_the_feed_carries_out_on_the_others(
     _fill((client, fresh), (erased, False))
     assert ErasureFeed(broker.bootstrap, topic, client, fresh).catch_up() == 2
     assert _rows_naming((client, fresh), erased) == {}
+
+
+class _Counting:
+    """The real client, counting the statements that change data."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.commands: list[str] = []
+
+    def query(self, query: str, parameters: dict[str, Any] | None = None) -> Any:
+        return self.client.query(query, parameters=parameters)
+
+    def command(self, cmd: str, parameters: Any = None, settings: Any = None) -> Any:
+        self.commands.append(cmd)
+        return self.client.command(cmd, parameters=parameters, settings=settings)
+
+
+def test_withdrawals_retract_each_members_scores_up_to_their_own_time_at_once(
+    store: tuple[Client, str],
+) -> None:
+    """Retractions of many members are one DELETE (a mutation of the whole table, like
+    one member's), and each row is held against its own member's withdrawal time."""
+    client, database = store
+    early, late, other = (PSEUDONYM(m) for m in ("r-early", "r-late", "r-other"))
+    scored = {early: T0 + timedelta(hours=2), late: T0, other: T0}
+    sink = ClickHouseSink(client, database)
+    sink.add(
+        "member_scores",
+        [{"member_id": p, "scored_at": at, "version": 1} for p, at in scored.items()],
+    )
+    assert asyncio.run(sink.drain(30))
+
+    def ms(at: datetime) -> int:
+        return int(at.replace(tzinfo=UTC).timestamp() * 1000)
+
+    counting = _Counting(client)
+    # early withdrew after its score (it goes); late before its score (it stays)
+    withdrawn = {early: ms(T0 + timedelta(hours=3)), late: ms(T0 - timedelta(hours=1))}
+    assert retract_scores(counting, database, withdrawn) == 1
+    assert len(counting.commands) == 1
+    left = client.query(f"SELECT member_id FROM {database}.member_scores").result_rows
+    assert sorted(r[0] for r in left) == sorted([late, other])
+    assert retract_scores(counting, database, withdrawn) == 0  # idempotent
+    assert retract_scores(counting, database, {}) == 0
+    assert len(counting.commands) == 1
+    with pytest.raises(ErasureError):
+        retract_scores(counting, database, {"m-1": 0})  # a member id, not a pseudonym
