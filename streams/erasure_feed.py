@@ -157,9 +157,11 @@ class ErasureFeed:
                     retract[pseudonym] = max(through, retract.get(pseudonym, through))
             for start in range(0, len(erase), _BATCH):
                 erase_members(self.clickhouse, self.database, erase[start : start + _BATCH])
-            for start in range(0, len(retract), _BATCH):
-                chunk = dict(list(retract.items())[start : start + _BATCH])
-                retract_scores(self.clickhouse, self.database, chunk)
+            withdrawn = list(retract.items())
+            for start in range(0, len(withdrawn), _BATCH):
+                retract_scores(
+                    self.clickhouse, self.database, dict(withdrawn[start : start + _BATCH])
+                )
             if messages:
                 self.position = max(m.offset() or 0 for m in messages) + 1
                 self._store_position()

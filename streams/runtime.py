@@ -177,8 +177,10 @@ def build_pipeline(
         retry_max_seconds=s.sink_retry_max_seconds,
         observer=MetricsObserver(metrics),
     )
-    ca = s.clickhouse_ca_file
-    index = EventIdIndex(connect(s.clickhouse_url, None, s.data_path, ca_file=ca), database)
+    # a client runs one call at a time: each reader or writer beside the sink gets its own,
+    # so none of them holds the sink's inserts behind its calls
+    own_client = partial(connect, s.clickhouse_url, None, s.data_path, ca_file=s.clickhouse_ca_file)
+    index = EventIdIndex(own_client(), database)
     kafka = librdkafka_config(s)
     rules = rules_from_settings(s.alert_rules)
     pseudonym = Pseudonymizer(pseudonym_key)
@@ -195,7 +197,7 @@ def build_pipeline(
         store.prefetch(
             range(s.partitions),
             partial(open_member, sealer),
-            connect(s.clickhouse_url, None, s.data_path, ca_file=ca),
+            own_client(),
         )
     for rule in rules.rules:  # counters exist at 0 from the start, so rate() sees the first
         metrics.alerts_fired.labels(rule.name, rule.severity)
@@ -219,9 +221,8 @@ def build_pipeline(
         pseudonym=pseudonym,
         sealer=sealer,
         metrics=metrics,
-        # its own connection: a client runs one call at a time, and an erasure's DELETEs
-        # (up to a second) on the sink's client held every insert behind them
-        clickhouse=connect(s.clickhouse_url, None, s.data_path, ca_file=ca),
+        # an erasure's DELETEs (up to a second) on the sink's client held every insert
+        clickhouse=own_client(),
         database=database,
         bootstrap=bootstrap,
         kafka_config=kafka,

@@ -56,9 +56,8 @@ def test_only_a_small_marker_is_kept(make_event: MakeEvent) -> None:
         "recent_ids",
         "opted_out",
     }
-    assert (
-        len(unpack("Q", marker["recent_ids"])) == 1
-    )  # the consent event, so a redelivery is a duplicate
+    # the consent event, so a redelivery is a duplicate
+    assert len(unpack("Q", marker["recent_ids"])) == 1
 
 
 def test_a_redelivered_opt_out_is_a_duplicate(make_event: MakeEvent) -> None:
