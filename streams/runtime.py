@@ -88,7 +88,13 @@ class MetricsObserver:
 
 
 class _QuietWorker(faust.Worker):
-    """A Faust worker that leaves signals to the process's main thread."""
+    """A Faust worker that leaves signals to the process's main thread and draws no
+    start-up spinner (Faust's writes a backspace and a cursor-show escape sequence to
+    stdout when it stops, terminal or not: a stray ``\b\x1b[?25h`` in every log)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spinner = None
 
     def install_signal_handlers(self) -> None:
         pass

@@ -37,6 +37,8 @@ def test_replay_stores_valid_rejects_broken_and_is_idempotent(
     assert first.returncode == 0, first.stdout + first.stderr
     assert "5,000 new events stored" in first.stdout
     assert "200 rejected" in first.stdout
+    # a log, not a terminal: no cursor escapes or backspaces (Faust's start-up spinner)
+    assert not {"\x1b", "\b"} & set(first.stdout + first.stderr), repr(first.stdout[:400])
 
     counts = _count(env, "SELECT count() AS n, uniqExact(event_id) AS u FROM events")
     assert counts == [{"n": "5000", "u": "5000"}] or counts == [{"n": 5000, "u": 5000}]
