@@ -199,7 +199,7 @@ class Run:
         if self.rounds > 1:
             _say(
                 f"  median of {self.rounds} rounds: pulse {self.results['pulse_events_per_s']:,} "
-                f"events/s, Faust {self.results['faust_json_events_per_s']}; vs Faust "
+                f"events/s, Faust {self.results['faust_json_events_per_s'] or 0:,}; vs Faust "
                 f"{self.results['ratio_vs_faust']}, vs raw {self.results['ratio_vs_raw']}"
             )
 
