@@ -20,6 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -178,6 +179,34 @@ async def _tick_waits_for_a_batch(pipeline: tuple[Pipeline, Feed]) -> None:
     assert feed.acks("interactions") == [0, 1, 2, 3, 4]
     assert feed.acks("purchases") == []  # 11:00: held until the interactions pass it
     assert _rows(p, "SELECT count() FROM {db}.events")[0][0] == 5
+
+
+def test_the_tick_timer_does_not_wait_for_a_batch(settings: Settings) -> None:
+    app = PulseApp(settings, settings.kafka_bootstrap)  # not started: its timer is called here
+    _run(settings, partial(_timer_does_not_wait, app))
+
+
+async def _timer_does_not_wait(app: PulseApp, pipeline: tuple[Pipeline, Feed]) -> None:
+    """The 1 s timer starts the pipeline's tick as a task of its own and returns: a timer
+    that waited behind a batch would count the batch's seconds as its own (Faust warns
+    of every overlap). One tick at a time; it runs once the batch lets go."""
+    p, feed = pipeline
+    app.pipeline = p
+    await p.handle([feed.message("interactions", 0, 0, _doc("post_created", "m-a", 1))])
+    assert set(p.tasks) == {0}
+    await p.lock.acquire()  # a batch in progress
+    try:
+        await asyncio.wait_for(app._tick(), 2.0)  # returns at once, the lock still taken
+        ticking = app._ticking
+        assert ticking is not None and not ticking.done()
+        await app._tick()
+        assert app._ticking is ticking  # not a second tick while one waits
+        assert set(p.tasks) == {0}
+    finally:
+        p.lock.release()
+    await asyncio.wait_for(ticking, 30.0)
+    assert app.crashed is None
+    assert set(p.tasks) == set(range(p.ctx.partitions))  # the tick made every assigned task
 
 
 def test_an_event_held_at_a_revocation_is_applied_when_redelivered(settings: Settings) -> None:
