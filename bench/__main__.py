@@ -175,19 +175,20 @@ class Run:
                 self.details["pulse"] = run.details()
             rate = round(run.events_per_s, 1) if run.finished else None
             faust = self._faust_rates[-1] if self._faust_rates else None
+            cpu_us = run.cpu_s / run.lines * 1e6
+            ratio = _ratio(rate, faust)
             rounds.append(
                 {
                     "pulse_events_per_s": rate,
-                    "pulse_cpu_us_per_event": round(run.cpu_s / run.lines * 1e6, 1),
+                    "pulse_cpu_us_per_event": round(cpu_us, 1),
                     "faust_json_events_per_s": faust,
-                    "ratio_vs_faust": _ratio(rate, faust),
+                    "ratio_vs_faust": ratio,
                 }
             )
             _say(
                 f"  pulse worker (stored and committed): {run.events_per_s:,.0f} events/s "
                 f"({run.seconds:.1f}s, start-up {run.startup_s:.1f}s excluded, "
-                f"{run.cpu_s / run.lines * 1e6:,.0f} us CPU/event); vs Faust "
-                f"{rounds[-1]['ratio_vs_faust']}"
+                f"{cpu_us:,.0f} us CPU/event); vs Faust {ratio}"
             )
         rates = [r["pulse_events_per_s"] for r in rounds]
         self.results["pulse_events_per_s"] = None if None in rates else _median(rates)
