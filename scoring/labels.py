@@ -96,8 +96,9 @@ def add_snapshot(
         state.last_snapshot_at = at
     if conversion is not None:
         state.last_conversion_snapshot_at = at
-    # 4 decimals are plenty to learn from and halve the member's stored size
-    stored = array("d", [round(v, 4) for v in features])
+    # 4 decimals are plenty to learn from and halve the member's stored size; most
+    # features are whole numbers (counts, zeros), which round() would return unchanged
+    stored = array("d", [round(v, 4) if v % 1.0 else v for v in features])
     state.pending.append(Snapshot(at, stored, churn, conversion))
 
 

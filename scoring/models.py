@@ -35,7 +35,6 @@ model part.
 
 from __future__ import annotations
 
-import heapq
 import importlib
 import importlib.util
 import sys
@@ -95,8 +94,24 @@ class Served:
 
 
 def _top(contributions: list[tuple[str, float]], n: int) -> list[tuple[str, float]]:
-    ranked = heapq.nlargest(n, [(abs(value), name, value) for name, value in contributions])
-    return [(name, round(value, 6)) for size, name, value in ranked if size > 0.0]
+    return _top_terms([name for name, _ in contributions], [v for _, v in contributions], n)
+
+
+def _top_terms(names: Sequence[str], terms: Sequence[float], n: int) -> list[tuple[str, float]]:
+    """The ``n`` largest non-zero contributions by size, rounded: the ranking of
+    ``heapq.nlargest(n, (abs(term), name, term))`` (ties by name), but only the few
+    terms at or above the n-th largest size are built into tuples and sorted.
+
+    >>> _top_terms(["a", "b", "c", "d"], [0.5, -2.0, 0.0, 0.5], 2)
+    [('b', -2.0), ('d', 0.5)]
+    """
+    sizes = list(map(abs, terms))
+    cut = sorted(sizes, reverse=True)[n - 1] if len(sizes) > n else 0.0
+    ranked = sorted(
+        [(s, name, t) for s, name, t in zip(sizes, names, terms, strict=False) if s >= cut and s],
+        reverse=True,
+    )
+    return [(name, round(value, 6)) for _, name, value in ranked[:n]]
 
 
 def _prior_terms(prior: LinearPrior, vector: Sequence[float]) -> list[tuple[str, float]]:
@@ -213,9 +228,7 @@ class ModelSlot:
         logit, terms = self.champion.contributions_vector(vector)
         if not explain:
             return Served(sigmoid(logit), self.version, True, [])
-        n = self.config.top_drivers
-        ranked = heapq.nlargest(n, zip(map(abs, terms), FEATURE_NAMES, terms, strict=False))
-        drivers = [(name, round(value, 6)) for size, name, value in ranked if size > 0.0]
+        drivers = _top_terms(FEATURE_NAMES, terms, self.config.top_drivers)
         return Served(sigmoid(logit), self.version, True, drivers)
 
     def learn(self, x: Mapping[str, float], y: int, served: float) -> tuple[bool, bool]:
