@@ -42,7 +42,6 @@ from scoring.config import ScoringConfig
 from scoring.engagement import EngagementTier, bin_of, engagement_raw, tier_of
 from scoring.errors import CheckpointError, UnknownMember
 from scoring.features import FEATURE_INDEX, compute_features
-from scoring.features import as_dict as feature_dict
 from scoring.labels import (
     Resolution,
     add_snapshot,
@@ -74,6 +73,7 @@ _RECENCY = FEATURE_INDEX["recency_days"]
 _QUOTE_RECENT = FEATURE_INDEX["quote_recent"]
 _APPLICATION_RECENT = FEATURE_INDEX["application_recent"]
 _LVL_PRODUCT = FEATURE_INDEX["lvl_product"]
+_FEATURES = len(FEATURE_INDEX)
 
 
 def risk_band(probability: float, config: ScoringConfig) -> str:
@@ -596,9 +596,11 @@ class ScoringEngine:
 
     def _learn(self, state: MemberState, resolution: Resolution) -> list[Record]:
         slot = self.models.slot(resolution.model)
-        drifted, promoted = slot.learn(
-            feature_dict(resolution.features), resolution.label, resolution.ticket.served
-        )
+        features = resolution.features
+        vector = list(features[:_FEATURES])
+        if len(vector) < _FEATURES:  # an older snapshot: the features it lacks read 0
+            vector += [0.0] * (_FEATURES - len(vector))
+        drifted, promoted = slot.learn_vector(vector, resolution.label, resolution.ticket.served)
         self.stats.labels += 1
         out: list[Record] = [
             LabelApplied(

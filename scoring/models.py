@@ -225,21 +225,26 @@ class ModelSlot:
             p = sigmoid(self.prior.intercept + sum(c for _, c in named))
             drivers = _top(named, self.config.top_drivers) if explain else []
             return Served(p, self.version, False, drivers)
-        logit, terms = self.champion.contributions_vector(vector)
+        logit, names, terms = self.champion.active_terms(vector)
         if not explain:
             return Served(sigmoid(logit), self.version, True, [])
-        drivers = _top_terms(FEATURE_NAMES, terms, self.config.top_drivers)
+        drivers = _top_terms(names, terms, self.config.top_drivers)
         return Served(sigmoid(logit), self.version, True, drivers)
 
     def learn(self, x: Mapping[str, float], y: int, served: float) -> tuple[bool, bool]:
         """Score a delayed label, then learn it. Returns (drift detected, promoted)."""
+        return self.learn_vector(_vector(x), y, served)
+
+    def learn_vector(self, vector: list[float], y: int, served: float) -> tuple[bool, bool]:
+        """:meth:`learn` for a vector in FEATURE_NAMES order (the engine's fast path)."""
         self.labels_seen += 1
         self.validation.update(served, y)
-        vector = _vector(x)
         champion_p = self.champion.predict_vector(vector)
         if self.champion.fitted:
             self.champion_check.update(champion_p, y)
-            self.prior_check.update(self.prior.predict(x), y)
+            prior = self.prior
+            prior_p = sigmoid(prior.intercept + sum(c for _, c in _prior_terms(prior, vector)))
+            self.prior_check.update(prior_p, y)
         promoting = self.config.promote_challenger
         if promoting:
             self._score_challenger(vector, y, champion_p)

@@ -92,6 +92,7 @@ class RefitLearner:
         self._lows: list[float] = [-math.inf] * d
         self._highs: list[float] = [math.inf] * d
         self._intercept = 0.0
+        self._index()
 
     # -- learning ---------------------------------------------------------------------
 
@@ -200,6 +201,20 @@ class RefitLearner:
         self._slopes, self._lows, self._highs = slopes, lows, highs
         self._means = [float(v) for v in mean]
         self._intercept = float(w[0])
+        self._index()
+
+    def _index(self) -> None:
+        """The features with a slope, what serving reads: a feature without one (no
+        variance in the sample, e.g. interactions in a purchases-only community) adds an
+        exact zero to every logit and is never a driver."""
+        self._active = [
+            (i, a, m, lo, hi)
+            for i, (a, m, lo, hi) in enumerate(
+                zip(self._slopes, self._means, self._lows, self._highs, strict=True)
+            )
+            if a != 0.0
+        ]
+        self._active_names = tuple(self.names[i] for i, *_ in self._active)
 
     def adopt(self, other: RefitLearner) -> None:
         """Take over another learner's sample and refit at once (a promotion)."""
@@ -222,6 +237,20 @@ class RefitLearner:
     def fitted(self) -> bool:
         """Whether a fit has happened (before it, every prediction is 0.5)."""
         return self.fits > 0
+
+    def active_terms(self, vector: Sequence[float]) -> tuple[float, Sequence[str], list[float]]:
+        """Log-odds of a vector in the names' order, and the names and contributions of
+        the features with a slope: :meth:`contributions_vector` without its zeros (adding
+        a zero changes no sum, and a zero is never a driver). A shorter vector (an older
+        snapshot) gets every feature it has."""
+        if len(vector) < len(self.names):
+            logit, terms = self.contributions_vector(vector)
+            return logit, self.names, terms
+        terms = [
+            a * ((hi if (v := vector[i]) > hi else lo if v < lo else v) - m)
+            for i, a, m, lo, hi in self._active
+        ]
+        return self._intercept + sum(terms), self._active_names, terms
 
     def contributions_vector(self, vector: Sequence[float]) -> tuple[float, list[float]]:
         """Log-odds and per-feature contributions of a vector in the names' order."""
@@ -247,10 +276,13 @@ class RefitLearner:
 
     def predict_vector(self, vector: Sequence[float]) -> float:
         """Probability of the positive class for a vector in the names' order."""
-        return sigmoid(self.contributions_vector(vector)[0])
+        return sigmoid(self.active_terms(vector)[0])
 
     def __getstate__(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        state = dict(self.__dict__)
+        del state["_active"], state["_active_names"]  # derived: rebuilt when unpickled
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._index()

@@ -212,3 +212,35 @@ def test_the_drift_detector_comes_without_the_rest_of_river_drift() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
     ).stdout.split("\n")
     assert out[:3] == ["False False", "True True", "['KSWIN', 'PageHinkley', 'binary']"]
+
+
+def test_serving_reads_only_the_features_with_a_slope() -> None:
+    """A feature without variance in the sample gets no slope: serving skips it, and the
+    log-odds and drivers are those of every feature's contribution (zeros add nothing)."""
+    import pickle
+
+    from scoring.models import _top_terms
+    from scoring.refit import RefitLearner
+
+    rng = random.Random(7)
+    learner = RefitLearner(
+        FEATURE_NAMES, capacity=500, half_life=1e6, l2=1.0, refit_every=50, seed=1
+    )
+    width = len(FEATURE_NAMES)
+    for _ in range(400):  # only the first 10 features vary; the rest are always 0
+        x = [rng.gauss(0.0, 1.0) for _ in range(10)] + [0.0] * (width - 10)
+        learner.learn(x, int(x[0] + rng.gauss(0.0, 0.5) > 0))
+    assert learner.fitted
+    restored = pickle.loads(pickle.dumps(learner))
+    for model in (learner, restored):
+        _, names, _ = model.active_terms([0.0] * width)
+        assert 0 < len(names) <= 10  # the features that never varied have no slope
+    for _ in range(200):  # serving sees values the sample never had, zeros included
+        x = [rng.choice((0.0, rng.gauss(0.0, 3.0))) for _ in range(width)]
+        logit, terms = learner.contributions_vector(x)
+        fast, names, active = restored.active_terms(x)
+        assert fast == logit
+        assert _top_terms(names, active, 5) == _top_terms(FEATURE_NAMES, terms, 5)
+        assert learner.predict_vector(x) == restored.predict_vector(x)
+    shorter = [1.0] * (width - 3)  # an older snapshot: every feature it has
+    assert restored.active_terms(shorter)[0] == learner.contributions_vector(shorter)[0]
