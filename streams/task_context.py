@@ -75,5 +75,6 @@ class TaskContext:
     #: (wall-clock seconds): /healthz reports it
     failing: dict[str, float] = field(default_factory=dict)
     #: long work of every task hands the worker's event loop back now and then
-    #: (streams.loop_watch): heartbeats, fetches and commits run between its steps
+    #: (streams.loop_watch): deliveries, offset commits and timers run between its steps
+    #: (heartbeats never waited: Faust's consumer has a thread of its own)
     turns: LoopTurns = field(default_factory=LoopTurns)
