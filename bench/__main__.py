@@ -225,12 +225,10 @@ class Run:
         self.details["purchases"] = result
         self.results["purchases_only_events_per_s"] = result["events_per_s"] or None
         self.results["score_rows_per_event"] = result["score_rows_per_event"]
-        lag = max((w.get("event_loop_lag_max_seconds", 0.0) for w in result["status"]), default=0)
         _say(
             f"  purchases-only: {result['events_per_s']:,.0f} events/s, "
             f"{result['score_rows_per_event']} score rows per event "
-            f"({result['silence_rows_per_event']} silence re-scores); "
-            f"the event loop at most {lag:.2f} s late"
+            f"({result['silence_rows_per_event']} silence re-scores)"
         )
 
     def fig_freshness(self, bench: Bench) -> None:

@@ -94,7 +94,6 @@ _STATUS_KEYS = (
     "consent_withheld",
     "erased_events",
     "rolled_back_rows",
-    "event_loop_lag_max_seconds",
 )
 
 

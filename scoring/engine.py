@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import pickle
 from array import array
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -198,20 +198,6 @@ class ScoringEngine:
         self._clock(partition).tick(to_ts(watermark))
         return self._fire(partition)
 
-    def advance_in_steps(
-        self, partition: int, watermark: datetime, timers_per_step: int
-    ) -> Iterator[list[Record]]:
-        """:meth:`advance` a step at a time, each firing at most ``timers_per_step``
-        timers (a clock that jumps fires a backlog of them): the steps' records, in
-        order, are :meth:`advance`'s. Steps with no records are not yielded."""
-        self._clock(partition).tick(to_ts(watermark))
-        while True:
-            out, done = self._fire_some(partition, timers_per_step)
-            if out:
-                yield out
-            if done:
-                return
-
     def watermark(self, partition: int) -> datetime | None:
         """The partition's current watermark, None before its first event or tick."""
         clock = self._clocks.get(partition)
@@ -293,10 +279,6 @@ class ScoringEngine:
         return self._record(state, at, trigger, self._compute(state, at, True, raw))
 
     def daily_scores(self, partition: int) -> list[ScoreRecord]:
-        """The records of :meth:`daily_batch`, at once."""
-        return list(self.daily_batch(partition))
-
-    def daily_batch(self, partition: int) -> Iterator[ScoreRecord]:
         """Every member scored as of the last event-time midnight the partition's clock
         passed, if no batch was taken at or after it ([] otherwise).
 
@@ -311,16 +293,18 @@ class ScoringEngine:
         """
         day = self._daily_due(partition)
         if day is None:
-            return
+            return []
         self.models.scored_day = day
+        out: list[ScoreRecord] = []
         states = self.states
         for member_id in sorted(states):
             state = states[member_id]
             last = state.last_scored_at
             if state.opted_out or last is None or last >= day:
                 continue
-            self.stats.daily_scores += 1
-            yield self._read(state, day, "daily")
+            out.append(self._read(state, day, "daily"))
+        self.stats.daily_scores += len(out)
+        return out
 
     def _daily_due(self, partition: int) -> float | None:
         """The midnight of a daily batch not taken yet (None: none is due)."""
@@ -375,29 +359,19 @@ class ScoringEngine:
             self._timers[partition].schedule(state.member_id, due)
 
     def _fire(self, partition: int) -> list[Record]:
-        return self._fire_some(partition, None)[0]
-
-    def _fire_some(self, partition: int, limit: int | None) -> tuple[list[Record], bool]:
-        """Fire the partition's timers due by its watermark, at most ``limit`` of them,
-        and, once none is left, the hourly report. Returns the records and whether none
-        is left."""
         clock = self._clocks[partition]
         timers = self._timers[partition]
         out: list[Record] = []
         if clock.watermark is None:
-            return out, True
-        fired = 0
+            return out
         while (item := timers.pop_due(clock.watermark)) is not None:
             member_id, due = item
             state = self.states.get(member_id)
             if state is not None and not state.opted_out:
                 self._touched.add(member_id)
                 out.extend(self._on_timer(state, due, partition))
-            fired += 1
-            if limit is not None and fired >= limit:
-                return out, False
         out.extend(self._hourly_report(clock.watermark))
-        return out, True
+        return out
 
     def _hourly_report(self, watermark: float) -> list[Record]:
         """Each model's live quality at most once per event-time hour, at the first event

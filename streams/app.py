@@ -32,7 +32,6 @@ from streams.config import Settings
 from streams.consumer import PulseConsumer, PulseTransport, Rewinder
 from streams.end_offsets import EndOffsets
 from streams.kafka_config import faust_credentials, librdkafka_config
-from streams.loop_watch import LoopWatch
 from streams.pipeline import Inbound, Pipeline
 from streams.state_table import StateTable
 
@@ -171,8 +170,6 @@ class PulseApp:
         self._ticking: asyncio.Future[None] | None = None
         self.app.agent(self.source, name="pulse.ingest")(self._ingest)
         self.app.task(self._run_sink)
-        self.loop_watch: LoopWatch | None = None
-        self.app.task(self._watch_loop)
         self.app.timer(1.0)(self._tick)
         # Faust calls them as (app, partitions, signal=..., **kwargs)
         self.app.on_partitions_revoked.connect(cast(Any, self._on_revoked))
@@ -199,10 +196,6 @@ class PulseApp:
 
     async def _run_sink(self) -> None:
         await self._pipeline().sink.run()
-
-    async def _watch_loop(self) -> None:
-        self.loop_watch = LoopWatch(self._pipeline().metrics.event_loop_lag)
-        await self.loop_watch.run()
 
     async def _tick(self) -> None:
         """Horizons move on when an input falls idle, even if no new batch comes.

@@ -205,13 +205,6 @@ class PulseMetrics:
             ["model", "partition"],
             registry=r,
         )
-        self.event_loop_lag = Histogram(
-            "pulse_event_loop_lag_seconds",
-            "How late the worker's event loop ran a probe due every 0.25 s: how long work "
-            "held the loop without awaiting (Faust's commits and deliveries wait as long).",
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
-            registry=r,
-        )
         self.scoring_duration = Histogram(
             "pulse_scoring_duration_seconds",
             "CPU time to apply one event: state update, scores and learning.",

@@ -108,7 +108,7 @@ class Pipeline:
                 for number in sorted(self.assigned):
                     await self._task(number)
             for task in list(self.tasks.values()):
-                await task.release(wall)
+                task.release(wall)
                 if task.due(wall):
                     await task.checkpoint()
             self._gauges()
@@ -126,7 +126,7 @@ class Pipeline:
             self.closing = True
             wall = time.monotonic()
             for task in self.tasks.values():
-                await task.release(wall)
+                task.release(wall)
                 await task.checkpoint()
             for task in self.tasks.values():
                 await task.committed()
@@ -208,7 +208,7 @@ class Pipeline:
                 m.events_valid.labels(topic, kind).inc(n)
             fresh = await self._drop_duplicates(valid, task)
             task.hold(fresh, wall)
-            await task.release(wall)
+            task.release(wall)
             if task.due(wall):
                 await task.checkpoint()
         self._track_lag(batch)

@@ -555,7 +555,6 @@ class Runtime:
         p = self.pipeline
         sink = p.sink if p else None
         tasks = p.tasks if p else {}
-        watch = self.faust.loop_watch if self.thread else None
         status: dict[str, Any] = {
             "pid": os.getpid(),
             "uptime_seconds": round(time.time() - self.started_at, 1),
@@ -585,7 +584,6 @@ class Runtime:
             "members": p.members if p else 0,
             "partitions": sorted(tasks),
             "rebalances": self.faust.rebalances if self.thread else 0,
-            "event_loop_lag_max_seconds": round(watch.max_lag, 3) if watch else 0.0,
             "restored_members": sum(t.restored_members for t in tasks.values()),
             "rolled_back_rows": self.rolled_back_at_start
             + sum(sum(t.rolled_back.values()) for t in tasks.values()),

@@ -40,11 +40,10 @@ import base64
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from itertools import islice
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic_core import from_json, to_json
 
@@ -76,18 +75,12 @@ from streams.task_outputs import emit_alerts, publish_score
 __all__ = ["PartitionTask", "TaskContext", "Inbound"]  # the last two from streams.task_context
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 #: A checkpoint is taken at once when this many members changed since the last one.
 CHECKPOINT_MEMBERS = 20_000
 #: Messages the broker holds beyond what a task received, at most, for it to be live
 #: (checkpoints every PULSE_LIVE_CHECKPOINT_SECONDS instead of PULSE_CHECKPOINT_SECONDS).
 LIVE_BACKLOG = 1_000
-
-#: Silence timers fired, and members of the daily batch scored, between two chances for
-#: the event loop to run (streams.loop_watch): a few ms of work each.
-_TIMERS_PER_STEP = 50
-_DAILY_PER_STEP = 100
 
 #: Marks a checkpoint as worth taking once erasures finished (its task record changed).
 _ERASURES_DONE = "\x00erasures-done"
@@ -263,7 +256,7 @@ class PartitionTask:
         self.order.seen(items, now)
 
     # --- applying ----------------------------------------------------------------------
-    async def release(self, now: float) -> None:
+    def release(self, now: float) -> None:
         """Apply what the horizon releases, then move the clock to the horizon.
 
         The timers the clock passes fire in the same place of the sequence of
@@ -272,49 +265,44 @@ class PartitionTask:
         on its events alone."""
         released = self.order.release(now)
         if released:
-            await self.apply(released)
+            self.apply(released)
         horizon = self.order.horizon_time(now)
         if horizon is not None:
-            turns = self.ctx.turns
-            until = horizon - self.lateness
-            for fired in self.engine.advance_in_steps(self.number, until, _TIMERS_PER_STEP):
+            fired = self.engine.advance(self.number, horizon - self.lateness)
+            if fired:
                 self._emit([(None, r) for r in fired], None)
-                await turns.give()
             if self.order.caught_up(now):
                 # nothing more is coming: alert dwells and days may close at the clock
                 watermark = self.engine.watermark(self.number)
                 if watermark is not None:
                     self._alerts_emit(self.alerts.advance(watermark))
                     self._forward_shares()
-                await self._daily_scores()
+                self._daily_scores()
         self._report()
 
-    async def _daily_scores(self) -> None:
+    def _daily_scores(self) -> None:
         """The engine's daily batch, once a day of event time and only when caught up:
         rows for ``member_scores`` alone, the table readers rank members by (a refresh,
         not a new score: no history row, no message, no alert, no member state)."""
+        records = self.engine.daily_scores(self.number)
+        if not records:
+            return
         tags = self.open.tags
         pseudonym = self.ctx.pseudonym
-        turns = self.ctx.turns
-        counter = self.ctx.metrics.scores_emitted.labels("daily")
-        for records in _batched(self.engine.daily_batch(self.number), _DAILY_PER_STEP):
-            self.open.add_rows(
-                "member_scores",
-                [score_row(r, pseudonym=pseudonym, cause=None, tags=tags) for r in records],
-            )
-            for record in records:
-                self._count(record)
-            counter.inc(len(records))
-            await turns.give()
+        self.open.add_rows(
+            "member_scores",
+            [score_row(r, pseudonym=pseudonym, cause=None, tags=tags) for r in records],
+        )
+        for record in records:
+            self._count(record)
+        self.ctx.metrics.scores_emitted.labels("daily").inc(len(records))
 
-    async def apply(self, items: list[tuple[Inbound, EventBase]]) -> None:
+    def apply(self, items: list[tuple[Inbound, EventBase]]) -> None:
         """Apply events (in event-time order) and buffer what they produce."""
         checkpoint = self.open
         observe = self.ctx.metrics.scoring_duration.observe
         duplicates = self.engine.stats.duplicates
-        give = self.ctx.turns.give
         for item, event in items:
-            await give()
             started = time.perf_counter()
             out = self.engine.process(event, partition=self.number)
             observe(time.perf_counter() - started)
@@ -528,7 +516,7 @@ class PartitionTask:
         record = CommitRecord(
             self.number, self.gen, tags.seq, self.lineage, ctx.broker_id, dict(self.applied)
         )
-        sealed = await self._seal(checkpoint.members)
+        sealed = self._seal(checkpoint.members)
         received = self.community.aggregator.received()
         self.open = Checkpoint(Tags(self.number, self.gen, tags.seq + 1))
         committed = await checkpoint.commit(
@@ -574,9 +562,8 @@ class PartitionTask:
         while self._inflight:
             await asyncio.gather(*list(self._inflight))
 
-    async def _seal(self, members: set[str]) -> Sealed:
+    def _seal(self, members: set[str]) -> Sealed:
         sealer = self.ctx.sealer
-        give = self.ctx.turns.give
         pseudonym = self.ctx.pseudonym
         states = self.engine.states
         alerts = self.alerts
@@ -586,7 +573,6 @@ class PartitionTask:
         for member_id in members | self.engine.drain_touched() | alerts.drain_touched():
             if member_id == _ERASURES_DONE:
                 continue
-            await give()
             state = states.get(member_id)
             if state is None:  # erased: a tombstone, so a restore does not bring them back
                 sealed[pseudonym(member_id)] = ""
@@ -659,13 +645,6 @@ def open_member(sealer: Sealer, sealed: str) -> tuple[MemberState, Any]:
     """A member's sealed checkpoint record: its state and its share of the alert engine."""
     record = from_json(sealer.open(sealed))
     return MemberState.from_dict(record), record.get("alerts", _NO_ALERTS)
-
-
-def _batched(items: Iterable[_T], n: int) -> Iterator[list[_T]]:
-    """Lists of ``n`` items (the last one shorter) taken from ``items`` as they come."""
-    it = iter(items)
-    while chunk := list(islice(it, n)):
-        yield chunk
 
 
 def _json(data: dict[str, Any]) -> bytes:

@@ -13,7 +13,6 @@ from sinks.privacy import Pseudonymizer
 from sinks.sealing import Sealer
 from streams.checkpoint_store import Checkpoints
 from streams.erasure_feed import ErasureFeed
-from streams.loop_watch import LoopTurns
 from streams.metrics import PulseMetrics
 from streams.ordering import EndOffset, HighWater
 from streams.outputs import OutputProducer
@@ -74,7 +73,3 @@ class TaskContext:
     #: what is failing and retried (e.g. a restore while ClickHouse is away) -> since when
     #: (wall-clock seconds): /healthz reports it
     failing: dict[str, float] = field(default_factory=dict)
-    #: long work of every task hands the worker's event loop back now and then
-    #: (streams.loop_watch): deliveries, offset commits and timers run between its steps
-    #: (heartbeats never waited: Faust's consumer has a thread of its own)
-    turns: LoopTurns = field(default_factory=LoopTurns)

@@ -209,50 +209,6 @@ async def _timer_does_not_wait(app: PulseApp, pipeline: tuple[Pipeline, Feed]) -
     assert set(p.tasks) == set(range(p.ctx.partitions))  # the tick made every assigned task
 
 
-def test_a_long_batch_lets_the_event_loop_run_between_its_events(settings: Settings) -> None:
-    _run(settings, _long_batch_lets_the_loop_run)
-
-
-async def _long_batch_lets_the_loop_run(pipeline: tuple[Pipeline, Feed]) -> None:
-    """A batch is applied holding the pipeline's lock, but not the event loop: with a
-    turn due before every step (``every=0``), a coroutine that counts its turns runs
-    between any two events the engine applies, and the batch is stored whole."""
-    p, feed = pipeline
-    p.ctx.turns.every = 0.0
-    turns = 0
-    seen: list[int] = []
-
-    async def count_turns() -> None:
-        nonlocal turns
-        while True:
-            turns += 1
-            await asyncio.sleep(0)
-
-    docs = [_doc("post_created", f"m-{i}", i) for i in range(20)]
-    batch = [feed.message("interactions", 0, i, d) for i, d in enumerate(docs)]
-    batch.append(feed.message("purchases", 0, 0, _doc("quote_requested", "m-99", 60)))
-    counting = asyncio.create_task(count_turns())
-    await asyncio.sleep(0)
-    await p._task(0)
-    engine = p.tasks[0].engine
-    process = engine.process
-
-    def recording(event: Any, partition: int = 0) -> Any:
-        seen.append(turns)
-        return process(event, partition)
-
-    engine.process = recording  # type: ignore[method-assign]
-    try:
-        await p.handle(batch)
-    finally:
-        counting.cancel()
-    await _settle(p)
-    assert len(seen) == 20  # the 20 posts (the quote at 11:00 is held)
-    assert all(b > a for a, b in zip(seen, seen[1:], strict=False)), seen
-    assert _rows(p, "SELECT count() FROM {db}.events")[0][0] == 20
-    assert feed.acks("interactions") == list(range(20))
-
-
 def test_an_event_held_at_a_revocation_is_applied_when_redelivered(settings: Settings) -> None:
     _run(settings, _held_event_redelivered)
 

@@ -91,25 +91,3 @@ def test_erasure_forgets_the_member(make_event: MakeEvent) -> None:
     engine.process(make_event("erasure_requested", "m-1", 1))
     assert "m-1" not in engine.states
     assert engine.advance(0, day(100)) == []
-
-
-def test_advancing_in_steps_gives_the_records_of_one_advance(make_event: MakeEvent) -> None:
-    """A clock that jumps fires a backlog of timers; fired a few at a time (so a worker's
-    event loop runs between steps), they give the same records in the same order."""
-    whole, stepped = ScoringEngine(), ScoringEngine()
-    events = [
-        make_event(kind, f"m-{i}", d + i / 10)
-        for i in range(30)
-        for d, kind in ((0, "policy_purchased"), (3, "post_created"), (9, "quiz_answered"))
-    ]
-    events.sort(key=lambda e: e.occurred_at)
-    for event in events:
-        assert whole.process(event) == stepped.process(event)
-    expected = whole.advance(0, day(300))
-    steps = list(stepped.advance_in_steps(0, day(300), timers_per_step=7))
-    assert len(steps) > 10 and all(steps)  # many steps, none empty
-    assert [r for step in steps for r in step] == expected
-    kinds = {type(r).__name__ for r in expected}
-    assert {"ScoreRecord", "LabelApplied", "ModelMetrics"} <= kinds  # the hourly report last
-    assert type(expected[-1]).__name__ == "ModelMetrics"
-    assert list(stepped.advance_in_steps(0, day(300), timers_per_step=7)) == []
